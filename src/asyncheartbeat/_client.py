@@ -1,0 +1,128 @@
+"""The wire client adapter: what the heartbeat needs of a client, and how its answers read.
+
+The heartbeat calls nothing but ``report_task_progress``; any object with that coroutine
+method will do, so the core runs under trio as well as asyncio. Failures are read from the
+shape botocore gives them (``exc.response["Error"]["Code"]``), not from aiobotocore classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from ._errors import CancelReason
+
+
+class ProgressClient(Protocol):
+    """Anything that can send ReportTaskProgress: typically an aiobotocore DataPipeline client."""
+
+    async def report_task_progress(
+        self, *, taskId: str, fields: list[dict[str, str]]
+    ) -> Mapping[str, Any]: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answer:
+    """The service took the report and answered."""
+
+    sent_at: float
+    canceled: bool
+    #: The time the next regular report is counted from.
+    anchor: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failure:
+    """A report that did not go through. ``reason`` is None when trying again may succeed."""
+
+    description: str
+    reason: CancelReason | None = None
+    error: BaseException | None = None
+    #: The call was abandoned unanswered at a deadline.
+    timed_out: bool = False
+
+
+_FATAL_CODES = {
+    "TaskNotFoundException": CancelReason.TASK_NOT_FOUND,
+    "PipelineNotFoundException": CancelReason.PIPELINE_NOT_FOUND,
+    "PipelineDeletedException": CancelReason.PIPELINE_DELETED,
+}
+
+# The request itself, the credentials or the permissions are wrong: no retry can succeed.
+_REJECTED_CODES = frozenset(
+    {
+        "InvalidRequestException",
+        "ValidationException",
+        "SerializationException",
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "MissingAuthenticationTokenException",
+        "AuthFailure",
+        "NotAuthorized",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "UnknownOperationException",
+    }
+)
+
+# Raised by botocore before anything is sent, for a request no retry can fix.
+_REJECTED_LOCAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "ParamValidationError")
+
+
+def read_answer(response: object, sent_at: float, anchor: float) -> Answer | Failure:
+    """Read a ReportTaskProgress response; one without a boolean ``canceled`` is a failure."""
+    canceled = response.get("canceled") if isinstance(response, Mapping) else None
+    if not isinstance(canceled, bool):
+        return Failure(f"malformed answer, no boolean 'canceled' in {_preview(response)}")
+    return Answer(sent_at, canceled, anchor)
+
+
+def read_failure(error: Exception) -> Failure:
+    """Classify an exception the client raised: fatal with a reason, or worth retrying.
+
+    An error that is not known to be final is retried: if it never clears, the lease runs
+    out and the work stops with LEASE_LOST, carrying that error. Stopping the work on an
+    unknown hiccup would be the worse mistake.
+    """
+    response = getattr(error, "response", None)
+    if isinstance(response, Mapping) and isinstance(response.get("Error"), Mapping):
+        code = str(response["Error"].get("Code") or "")
+        message = str(response["Error"].get("Message") or "")
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        description = (
+            f"{code or 'error'} (HTTP {status}): {message}"
+            if status
+            else (f"{code or 'error'}: {message}")
+        )
+        if code in _FATAL_CODES:
+            return Failure(description, _FATAL_CODES[code], error)
+        if code in _REJECTED_CODES:
+            return Failure(description, CancelReason.REJECTED, error)
+        return Failure(description, None, error)
+    description = f"{type(error).__name__}: {error}"
+    if any(isinstance(error, cls) for cls in _botocore_local_errors()):
+        return Failure(description, CancelReason.REJECTED, error)
+    return Failure(description, None, error)
+
+
+@functools.cache
+def _botocore_local_errors() -> tuple[type[BaseException], ...]:
+    # Only looked up once a report has failed: botocore stays off the hot path.
+    try:
+        import botocore.exceptions  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - botocore comes with aiobotocore
+        return ()
+    return tuple(getattr(botocore.exceptions, name) for name in _REJECTED_LOCAL_ERRORS)
+
+
+def _preview(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:80]}…"

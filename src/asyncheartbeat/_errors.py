@@ -1,0 +1,46 @@
+"""Why a heartbeat stopped the work, and the exceptions that say so."""
+
+from __future__ import annotations
+
+import enum
+
+
+class CancelReason(enum.Enum):
+    """Why the heartbeat cancelled the work it guards."""
+
+    #: A report answered ``canceled: true``: someone cancelled the task or its pipeline.
+    REQUESTED = "requested"
+    #: The service no longer knows the task: it was reassigned, finished or expired.
+    TASK_NOT_FOUND = "task-not-found"
+    #: The task's pipeline does not exist.
+    PIPELINE_NOT_FOUND = "pipeline-not-found"
+    #: The task's pipeline was deleted.
+    PIPELINE_DELETED = "pipeline-deleted"
+    #: No report succeeded for ``lease_timeout`` seconds: the task was most likely reassigned.
+    LEASE_LOST = "lease-lost"
+    #: The service refused the report itself (bad request, credentials, permissions).
+    REJECTED = "rejected"
+
+
+class HeartbeatError(Exception):
+    """Base class of the errors asyncheartbeat raises."""
+
+
+class TaskCancelled(HeartbeatError):
+    """The work was stopped because the task is no longer ours to run.
+
+    An ordinary exception, not a cancellation exception, so that a worker loop can catch it
+    and move on to its next task. ``reason`` says why; for ``REQUESTED``, ``TASK_NOT_FOUND``,
+    ``PIPELINE_*`` and ``LEASE_LOST`` the caller should not call SetTaskStatus.
+    """
+
+    def __init__(self, task_id: str, reason: CancelReason, detail: str = "") -> None:
+        # The arguments go to Exception so that the error pickles and copies intact.
+        super().__init__(task_id, reason, detail)
+        self.task_id = task_id
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        text = f"task {self.task_id!r} cancelled ({self.reason.value})"
+        return f"{text}: {self.detail}" if self.detail else text

@@ -1,0 +1,70 @@
+"""The timing rules: interval, lease, call timeout, backoff and lateness, checked once."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+
+#: The first retry waits up to this fraction of the interval; each further one doubles it.
+BACKOFF_START = 1 / 8
+#: A report that fires later than this (or half the interval, if longer) is reported late.
+LATENESS_FLOOR = 1.0
+
+_random = random.Random()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Timing:
+    interval: float
+    lease_timeout: float
+    call_timeout: float
+
+    @classmethod
+    def check(cls, interval: float, lease_timeout: float, call_timeout: float | None) -> Timing:
+        """Validate the options and fill in the default call timeout."""
+        interval = _positive("interval", interval)
+        lease_timeout = _positive("lease_timeout", lease_timeout)
+        if lease_timeout <= interval:
+            raise ValueError(
+                f"lease_timeout ({lease_timeout:g} s) must be greater than interval "
+                f"({interval:g} s): otherwise the lease runs out between two reports"
+            )
+        if call_timeout is None:
+            # One hung call then costs at most one missed report, and at least two
+            # attempts always fit in a lease.
+            call_timeout = min(interval, lease_timeout / 2)
+        call_timeout = _positive("call_timeout", call_timeout)
+        if call_timeout >= lease_timeout:
+            raise ValueError(
+                f"call_timeout ({call_timeout:g} s) must be less than lease_timeout "
+                f"({lease_timeout:g} s): one hung call would otherwise lose the lease"
+            )
+        return cls(interval, lease_timeout, call_timeout)
+
+    def backoff(self, failures: int) -> float:
+        """Delay before the next attempt after ``failures`` failures in a row (full jitter)."""
+        cap = min(self.interval, self.interval * BACKOFF_START * 2 ** min(failures - 1, 32))
+        return _random.uniform(0, cap)
+
+    @property
+    def lateness_threshold(self) -> float:
+        return max(LATENESS_FLOOR, self.interval / 2)
+
+    def next_due(self, anchor: float, now: float) -> float:
+        """The first slot on the ``anchor + k * interval`` grid that is still ahead of ``now``.
+
+        A call slower than the interval skips the slots it covered instead of bursting.
+        """
+        due = anchor + self.interval
+        if due > now:
+            return due
+        return anchor + (math.floor((now - anchor) / self.interval) + 1) * self.interval
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number of seconds greater than 0, not {value!r}")
+    return float(value)

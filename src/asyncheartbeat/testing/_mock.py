@@ -1,0 +1,49 @@
+"""An in-memory client for timing tests: no wire, any async backend, virtual time welcome."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeAlias
+
+import anyio
+
+from ._server import Call
+
+Handler: TypeAlias = Callable[
+    [str, list[dict[str, str]]], Mapping[str, Any] | Awaitable[Mapping[str, Any]]
+]
+
+
+class MockServiceError(Exception):
+    """An error answer in the shape botocore gives it (``exc.response["Error"]["Code"]``)."""
+
+    def __init__(self, code: str, message: str = "", status: int = 400) -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.response: dict[str, Any] = {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
+
+
+class MockClient:
+    """A ReportTaskProgress client whose answers come from ``handler(task_id, fields)``.
+
+    The handler returns the response (``{"canceled": False}``), awaits if it likes (to
+    model latency or a hang), or raises (`MockServiceError` for a service error). Every
+    call is recorded in `calls` with its anyio clock time, before the handler runs.
+    """
+
+    def __init__(self, handler: Handler | None = None) -> None:
+        self._handler: Handler = handler or (lambda task_id, fields: {"canceled": False})
+        self.calls: list[Call] = []
+
+    async def report_task_progress(
+        self, *, taskId: str, fields: list[dict[str, str]]
+    ) -> Mapping[str, Any]:
+        params = {"taskId": taskId, "fields": [dict(field) for field in fields]}
+        self.calls.append(Call("ReportTaskProgress", params, anyio.current_time(), "answered"))
+        result = self._handler(taskId, fields)
+        if inspect.isawaitable(result):
+            result = await result
+        return result

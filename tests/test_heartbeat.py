@@ -1,0 +1,633 @@
+"""The heartbeat's rules, proven over real HTTP against the local Data Pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, TypedDict
+
+import anyio
+import pytest
+from aiobotocore.session import get_session
+from botocore import UNSIGNED
+
+from asyncheartbeat import CancelReason, Heartbeat, TaskCancelled, run_with_heartbeat
+from asyncheartbeat.testing import Fault, LocalDataPipeline
+
+from .conftest import ACCESS_KEY, SECRET_KEY, client_config
+
+pytestmark = pytest.mark.asyncio
+
+class Timing(TypedDict):
+    interval: float
+    lease_timeout: float
+
+
+FAST: Timing = {"interval": 0.1, "lease_timeout": 0.6}
+
+
+def heartbeat_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("asyncheartbeat:")]
+
+
+# 1. Acknowledge first ---------------------------------------------------------------------
+
+
+async def test_entering_acknowledges_before_the_body_runs(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """The body starts only after the first report was answered."""
+    task_id = dp.add_task()
+    async with Heartbeat(client, task_id, **FAST) as hb:
+        assert [c.outcome for c in dp.reports(task_id)] == ["answered"]
+        assert hb.beats == 1
+        assert hb.last_success is not None
+
+
+async def test_canceled_acknowledgement_raises_before_the_body(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """An acknowledgement answered canceled raises TaskCancelled and the body never runs."""
+    task_id = dp.add_task()
+    dp.cancel_task(task_id)
+    body_ran = False
+    with pytest.raises(TaskCancelled) as caught:
+        async with Heartbeat(client, task_id, **FAST):
+            body_ran = True
+    assert not body_ran
+    assert caught.value.reason is CancelReason.REQUESTED
+    assert caught.value.task_id == task_id
+    assert len(dp.reports(task_id)) == 1
+
+
+async def test_refused_acknowledgement_raises_even_without_raise_on_cancel(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """A context manager cannot skip its body, so a refused acknowledgement always raises."""
+    task_id = dp.add_task()
+    dp.forget_task(task_id)
+    with pytest.raises(TaskCancelled) as caught:
+        async with Heartbeat(client, task_id, raise_on_cancel=False, **FAST):
+            pytest.fail("the body ran")
+    assert caught.value.reason is CancelReason.TASK_NOT_FOUND
+
+
+async def test_acknowledgement_retries_transient_failures(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """Transient failures of the acknowledgement are retried until one is answered."""
+    task_id = dp.add_task()
+    dp.inject(Fault.error("InternalServiceError"), task_id=task_id, times=2)
+    async with Heartbeat(client, task_id, **FAST) as hb:
+        outcomes = [c.outcome for c in dp.reports(task_id)]
+        assert outcomes == ["error:InternalServiceError"] * 2 + ["answered"]
+        assert hb.beats == 1
+
+
+async def test_acknowledgement_gives_up_when_the_lease_runs_out(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """An acknowledgement that never succeeds raises LEASE_LOST once the lease has passed."""
+    task_id = dp.add_task()
+    dp.inject(Fault.error("ServiceUnavailable", status=503), task_id=task_id, times=None)
+    started = anyio.current_time()
+    with anyio.fail_after(2), pytest.raises(TaskCancelled) as caught:
+        async with Heartbeat(client, task_id, interval=0.1, lease_timeout=0.4):
+            pytest.fail("the body ran")
+    assert caught.value.reason is CancelReason.LEASE_LOST
+    assert "ServiceUnavailable" in str(caught.value)
+    assert 0.4 <= anyio.current_time() - started < 0.55
+
+
+# 2. Fixed rate ---------------------------------------------------------------------------
+
+
+async def test_reports_follow_a_fixed_rate_from_the_acknowledgement(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """Report k arrives k intervals after the acknowledgement, without drift."""
+    task_id = dp.add_task()
+    with anyio.fail_after(3):
+        async with Heartbeat(client, task_id, interval=0.05, lease_timeout=0.5) as hb:
+            acknowledged = hb.last_success
+            reports = await dp.wait_for_reports(task_id, 11)
+    assert acknowledged is not None
+    offsets = [c.received_at - acknowledged - k * 0.05 for k, c in enumerate(reports[:11])][1:]
+    # Each report arrives just after its slot; no drift: the tenth as close as the first.
+    assert all(0 < offset < 0.04 for offset in offsets), offsets
+
+
+async def test_a_slow_call_does_not_push_the_schedule_back(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """Reports answered slowly still start on the acknowledgement's grid."""
+    task_id = dp.add_task()
+    with anyio.fail_after(3):
+        async with Heartbeat(client, task_id, interval=0.1, lease_timeout=0.6) as hb:
+            acknowledged = hb.last_success
+            dp.inject(Fault.delay(0.07), task_id=task_id, times=3)
+            reports = await dp.wait_for_reports(task_id, 6)
+    assert acknowledged is not None
+    offsets = [c.received_at - acknowledged - k * 0.1 for k, c in enumerate(reports[:6])][1:]
+    assert all(0 < offset < 0.04 for offset in offsets), offsets
+
+
+# 3. Cancel on request ---------------------------------------------------------------------
+
+
+async def test_canceled_answer_cancels_the_body_at_once(dp: LocalDataPipeline, client: Any) -> None:
+    """canceled: true cancels the body with a reason, and TaskCancelled(REQUESTED) is raised."""
+    task_id = dp.add_task()
+    cancel_message = ""
+    with anyio.fail_after(2), pytest.raises(TaskCancelled) as caught:
+        async with Heartbeat(client, task_id, **FAST):
+            dp.cancel_task(task_id)
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class() as cancelled:
+                cancel_message = repr(cancelled)
+                raise
+    assert caught.value.reason is CancelReason.REQUESTED
+    assert "asyncheartbeat" in cancel_message
+    assert "requested" in cancel_message
+    assert isinstance(caught.value.__cause__, type(None))
+
+
+async def test_no_report_follows_a_canceled_answer(dp: LocalDataPipeline, client: Any) -> None:
+    """The canceled answer is the last call, even when fields changed afterwards."""
+    task_id = dp.add_task()
+    with anyio.fail_after(2), pytest.raises(TaskCancelled):
+        async with Heartbeat(client, task_id, **FAST) as hb:
+            dp.cancel_task(task_id)
+            try:
+                await anyio.sleep_forever()
+            finally:
+                hb.set_field("after", "cancel")
+    assert not heartbeat_tasks()
+    assert [c.outcome for c in dp.reports(task_id)] == ["answered", "answered"]
+    assert dp.tasks[task_id].fields == {}
+
+
+async def test_raise_on_cancel_false_exits_quietly_and_tells_why(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """With raise_on_cancel=False the block ends quietly and cancel_reason says why."""
+    task_id = dp.add_task()
+    with anyio.fail_after(2):
+        async with Heartbeat(client, task_id, raise_on_cancel=False, **FAST) as hb:
+            dp.cancel_task(task_id)
+            await anyio.sleep_forever()
+    assert hb.cancel_reason is CancelReason.REQUESTED
+
+
+# 4. Fatal answers -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make_fatal", "reason", "text"),
+    [
+        (lambda dp, t: dp.forget_task(t), CancelReason.TASK_NOT_FOUND, "TaskNotFoundException"),
+        (
+            lambda dp, t: dp.delete_pipeline(dp.tasks[t].pipeline_id),
+            CancelReason.PIPELINE_DELETED,
+            "PipelineDeletedException",
+        ),
+        (
+            lambda dp, t: dp.inject(Fault.error("PipelineNotFoundException"), task_id=t),
+            CancelReason.PIPELINE_NOT_FOUND,
+            "PipelineNotFoundException",
+        ),
+        (
+            lambda dp, t: dp.inject(
+                Fault.error("InvalidRequestException", message="field limit exceeded"), task_id=t
+            ),
+            CancelReason.REJECTED,
+            "InvalidRequestException (HTTP 400): field limit exceeded",
+        ),
+        (
+            lambda dp, t: dp.inject(Fault.error("AccessDeniedException", message="no"), task_id=t),
+            CancelReason.REJECTED,
+            "AccessDeniedException",
+        ),
+        (
+            lambda dp, t: dp.inject(Fault.error("UnrecognizedClientException"), task_id=t),
+            CancelReason.REJECTED,
+            "UnrecognizedClientException",
+        ),
+        (
+            lambda dp, t: dp.inject(
+                Fault.error("InvalidSignatureException", status=403), task_id=t
+            ),
+            CancelReason.REJECTED,
+            "InvalidSignatureException (HTTP 403)",
+        ),
+    ],
+)
+async def test_fatal_answers_stop_the_work_with_their_reason(
+    dp: LocalDataPipeline, client: Any, make_fatal: Any, reason: CancelReason, text: str
+) -> None:
+    """Each fatal answer cancels the body and names its reason, code and message."""
+    task_id = dp.add_task()
+    with anyio.fail_after(2), pytest.raises(TaskCancelled) as caught:
+        async with Heartbeat(client, task_id, **FAST):
+            make_fatal(dp, task_id)
+            await anyio.sleep_forever()
+    assert caught.value.reason is reason
+    assert text in str(caught.value)
+    assert caught.value.__cause__ is not None  # the client's own error, for the traceback
+
+
+async def test_unsigned_requests_are_rejected(dp: LocalDataPipeline) -> None:
+    """A client without credentials is refused by the service: REJECTED, naming the error."""
+    task_id = dp.add_task()
+    async with get_session().create_client(
+        "datapipeline",
+        region_name="us-east-1",
+        endpoint_url=dp.url,
+        config=client_config(signature_version=UNSIGNED),
+    ) as unsigned:
+        with pytest.raises(TaskCancelled) as caught:
+            async with Heartbeat(unsigned, task_id, **FAST):
+                pytest.fail("the body ran")
+    assert caught.value.reason is CancelReason.REJECTED
+    assert "MissingAuthenticationToken" in str(caught.value)
+
+
+# 5. Transient failures ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.error("InternalServiceError"),
+        Fault.error("ServiceUnavailable", status=503),
+        Fault.error("ThrottlingException"),
+        Fault.drop(),
+        Fault.malformed(),
+        Fault.hang(),
+    ],
+    ids=["internal-error", "503", "throttling", "dropped-connection", "malformed-body", "hang"],
+)
+async def test_transient_failures_are_retried_without_disturbing_the_body(
+    dp: LocalDataPipeline, client: Any, fault: Fault, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three failed reports in a row are logged, retried, and the body runs on to its end."""
+    task_id = dp.add_task()
+    with anyio.fail_after(3):
+        async with Heartbeat(
+            client, task_id, interval=0.1, lease_timeout=1.0, call_timeout=0.1
+        ) as hb:
+            dp.inject(fault, task_id=task_id, times=3)
+            await dp.wait_for_calls(
+                lambda _: (
+                    [c.outcome for c in dp.reports(task_id)][-2:] == ["answered"] * 2
+                    and len(dp.reports(task_id)) >= 6
+                )
+            )
+    assert hb.cancel_reason is None
+    failures = [r for r in caplog.records if r.name == "asyncheartbeat" and "failed" in r.message]
+    assert len(failures) == 3
+    assert all(r.levelno == logging.WARNING for r in failures)
+
+
+# 6. Lease --------------------------------------------------------------------------------
+
+
+async def test_lease_is_lost_when_no_report_succeeds(dp: LocalDataPipeline, client: Any) -> None:
+    """Failing reports for a whole lease cancel the body with LEASE_LOST, naming the last error."""
+    task_id = dp.add_task()
+    with anyio.fail_after(2), pytest.raises(TaskCancelled) as caught:
+        async with Heartbeat(client, task_id, interval=0.1, lease_timeout=0.5) as hb:
+            dp.inject(Fault.error("InternalServiceError"), task_id=task_id, times=None)
+            await anyio.sleep_forever()
+    assert caught.value.reason is CancelReason.LEASE_LOST
+    assert "InternalServiceError" in str(caught.value)
+    assert hb.last_success is not None
+    assert 0.5 <= anyio.current_time() - hb.last_success < 0.6
+
+
+async def test_lease_watchdog_does_not_wait_for_a_hung_call(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """A call hanging past the lease is abandoned when the lease ends, not at call_timeout."""
+    task_id = dp.add_task()
+    with anyio.fail_after(2), pytest.raises(TaskCancelled) as caught:
+        async with Heartbeat(
+            client, task_id, interval=0.2, lease_timeout=0.5, call_timeout=0.45
+        ) as hb:
+            dp.inject(Fault.hang(), task_id=task_id, times=None)
+            await anyio.sleep_forever()
+    assert caught.value.reason is CancelReason.LEASE_LOST
+    assert hb.last_success is not None
+    # The hung call started 0.2 s in and would only time out at 0.65 s.
+    assert 0.5 <= anyio.current_time() - hb.last_success < 0.6
+
+
+async def test_call_timeout_includes_botocores_own_retries(dp: LocalDataPipeline) -> None:
+    """A client that retries inside one call is still cut off by call_timeout."""
+    task_id = dp.add_task()
+    retrying = client_config(retries={"mode": "standard", "total_max_attempts": 10})
+    async with get_session().create_client(
+        "datapipeline",
+        region_name="us-east-1",
+        endpoint_url=dp.url,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        config=retrying,
+    ) as client:
+        with anyio.fail_after(2), pytest.raises(TaskCancelled) as caught:
+            async with Heartbeat(
+                client, task_id, interval=0.1, lease_timeout=0.5, call_timeout=0.15
+            ) as hb:
+                dp.inject(Fault.error("InternalServiceError"), task_id=task_id, times=None)
+                await anyio.sleep_forever()
+    assert caught.value.reason is CancelReason.LEASE_LOST
+    assert "call_timeout" in str(caught.value)
+    assert hb.last_success is not None
+    assert anyio.current_time() - hb.last_success < 0.6
+
+
+# 7. The body's own exception -------------------------------------------------------------------
+
+
+async def test_body_exception_propagates_unchanged(dp: LocalDataPipeline, client: Any) -> None:
+    """The body's exception comes out as the same object, not in an ExceptionGroup."""
+    task_id = dp.add_task()
+    error = KeyError("row 7")
+    with pytest.raises(KeyError) as caught:
+        async with Heartbeat(client, task_id, **FAST):
+            raise error
+    assert caught.value is error
+    assert not heartbeat_tasks()
+
+
+async def test_body_exception_wins_over_a_cancellation(dp: LocalDataPipeline, client: Any) -> None:
+    """An exception the body raises while being cancelled is not replaced by TaskCancelled."""
+    task_id = dp.add_task()
+    with anyio.fail_after(2), pytest.raises(RuntimeError, match="cleanup failed"):
+        async with Heartbeat(client, task_id, **FAST) as hb:
+            dp.cancel_task(task_id)
+            try:
+                await anyio.sleep_forever()
+            finally:
+                raise RuntimeError("cleanup failed")
+    assert hb.cancel_reason is CancelReason.REQUESTED
+
+
+# 8. Cancellation from outside -------------------------------------------------------------------
+
+
+async def test_outer_cancel_scope_propagates_as_cancellation(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """An enclosing scope's cancellation is ordinary cancellation, not TaskCancelled."""
+    task_id = dp.add_task()
+    with anyio.CancelScope() as outer:
+        async with Heartbeat(client, task_id, **FAST) as hb:
+            await dp.wait_for_reports(task_id, 2)
+            outer.cancel()
+            await anyio.sleep_forever()
+    assert outer.cancelled_caught
+    assert hb.cancel_reason is None
+    assert not heartbeat_tasks()
+
+
+async def test_cancelling_the_worker_task_propagates(dp: LocalDataPipeline, client: Any) -> None:
+    """asyncio's Task.cancel() reaches the caller as CancelledError; the heartbeat stops."""
+    task_id = dp.add_task()
+    entered = asyncio.Event()
+
+    async def worker() -> None:
+        async with Heartbeat(client, task_id, **FAST):
+            entered.set()
+            await asyncio.sleep(3600)
+
+    worker_task = asyncio.create_task(worker())
+    await entered.wait()
+    worker_task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await worker_task
+    assert not heartbeat_tasks()
+
+
+async def test_outer_cancellation_during_acknowledgement_propagates(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """Cancelled while acknowledging, the block neither runs its body nor raises TaskCancelled."""
+    task_id = dp.add_task()
+    dp.inject(Fault.hang(), task_id=task_id)
+    with anyio.move_on_after(0.1) as outer:
+        async with Heartbeat(client, task_id, **FAST):
+            pytest.fail("the body ran")
+    assert outer.cancelled_caught
+    assert not heartbeat_tasks()
+
+
+# 9. Prompt, clean exit --------------------------------------------------------------------------
+
+
+async def test_exit_does_not_wait_for_an_in_flight_call(dp: LocalDataPipeline, client: Any) -> None:
+    """Leaving the block with a report hanging returns within milliseconds, nothing left running."""
+    task_id = dp.add_task()
+    with anyio.fail_after(2):
+        async with Heartbeat(client, task_id, interval=0.05, lease_timeout=5.0, call_timeout=2.0):
+            dp.inject(Fault.hang(), task_id=task_id, times=None)
+            await dp.wait_for_reports(task_id, 2)
+            body_ended = time.perf_counter()
+    assert time.perf_counter() - body_ended < 0.02
+    assert not heartbeat_tasks()
+
+
+async def test_exit_does_not_wait_for_the_next_report(dp: LocalDataPipeline, client: Any) -> None:
+    """Leaving the block between reports returns at once, not at the next report time."""
+    task_id = dp.add_task()
+    async with Heartbeat(client, task_id, interval=30, lease_timeout=100):
+        body_ended = time.perf_counter()
+    assert time.perf_counter() - body_ended < 0.02
+    assert len(dp.reports(task_id)) == 1
+
+
+async def test_exit_reports_fields_changed_since_the_last_answer(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """A field set just before the end is carried by one final report."""
+    task_id = dp.add_task()
+    async with Heartbeat(client, task_id, interval=30, lease_timeout=100) as hb:
+        hb.set_field("rowsCopied", "1000")
+    assert [c.fields for c in dp.reports(task_id)] == [{}, {"rowsCopied": "1000"}]
+    assert dp.tasks[task_id].fields == {"rowsCopied": "1000"}
+
+
+async def test_exit_with_body_exception_still_reports_changed_fields(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """The last progress is reported even when the body fails."""
+    task_id = dp.add_task()
+    with pytest.raises(ZeroDivisionError):
+        async with Heartbeat(client, task_id, interval=30, lease_timeout=100) as hb:
+            hb.set_ref("failedAt", "@step3")
+            _ = 1 / 0
+    assert dp.reports(task_id)[-1].params["fields"] == [{"key": "failedAt", "refValue": "@step3"}]
+
+
+async def test_exit_sends_nothing_when_fields_are_unchanged(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """No final report when the last answered report already carried the fields."""
+    task_id = dp.add_task()
+    async with Heartbeat(client, task_id, interval=30, lease_timeout=100, fields={"a": "1"}) as hb:
+        hb.set_field("a", "1")  # the same value: nothing changed
+    assert len(dp.reports(task_id)) == 1
+
+
+async def test_exit_after_outer_cancellation_sends_nothing(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """Cancelled from outside, the block does not try a final report."""
+    task_id = dp.add_task()
+    with anyio.CancelScope() as outer:
+        async with Heartbeat(client, task_id, interval=30, lease_timeout=100) as hb:
+            hb.set_field("a", "1")
+            outer.cancel()
+            await anyio.sleep_forever()
+    assert len(dp.reports(task_id)) == 1
+
+
+async def test_final_report_answered_canceled_raises(dp: LocalDataPipeline, client: Any) -> None:
+    """A body that finished while its task was cancelled does not look like a success."""
+    task_id = dp.add_task()
+    with pytest.raises(TaskCancelled) as caught:
+        async with Heartbeat(client, task_id, interval=30, lease_timeout=100) as hb:
+            hb.set_field("rows", "5")
+            dp.cancel_task(task_id)
+    assert caught.value.reason is CancelReason.REQUESTED
+
+
+async def test_final_report_is_bounded_by_call_timeout(dp: LocalDataPipeline, client: Any) -> None:
+    """A final report that hangs gives up after call_timeout, with a warning, and no error."""
+    task_id = dp.add_task()
+    with anyio.fail_after(2):
+        async with Heartbeat(
+            client, task_id, interval=30, lease_timeout=100, call_timeout=0.1
+        ) as hb:
+            hb.set_field("rows", "5")
+            dp.inject(Fault.hang(), task_id=task_id, times=None)
+            body_ended = anyio.current_time()
+    assert 0.1 <= anyio.current_time() - body_ended < 0.2
+    assert hb.cancel_reason is None
+
+
+# 11. Blocked event loop -------------------------------------------------------------------------
+
+
+async def test_a_blocked_event_loop_is_warned_about(
+    dp: LocalDataPipeline, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A report fired over a second late logs a WARNING saying by how much."""
+    task_id = dp.add_task()
+    async with Heartbeat(client, task_id, interval=0.1, lease_timeout=5.0):
+        # Job code that blocks the event loop: exactly what the warning is for.
+        time.sleep(1.15)  # noqa: ASYNC251
+        await dp.wait_for_reports(task_id, 2)
+    late = [r for r in caplog.records if r.name == "asyncheartbeat" and "late" in r.message]
+    assert len(late) == 1
+    assert late[0].levelno == logging.WARNING
+    assert "blocked" in late[0].message
+
+
+# 12. Many at once ------------------------------------------------------------------------------
+
+
+async def test_hundreds_of_heartbeats_share_one_client(dp: LocalDataPipeline, client: Any) -> None:
+    """200 heartbeats on one client keep their own fields; cancelling one leaves the rest alone."""
+    task_ids = [dp.add_task(f"task-{n}") for n in range(200)]
+    outcomes: dict[str, CancelReason | None] = {}
+
+    async def job(task_id: str) -> None:
+        async with Heartbeat(
+            client, task_id, interval=0.5, lease_timeout=3.0, raise_on_cancel=False
+        ) as hb:
+            hb.set_field("owner", task_id)
+            await dp.wait_for_reports(task_id, 3)
+        outcomes[task_id] = hb.cancel_reason
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for task_id in task_ids:
+                tg.start_soon(job, task_id)
+            await dp.wait_for_reports("task-7", 1)
+            dp.cancel_task("task-7")
+    assert outcomes.pop("task-7") is CancelReason.REQUESTED
+    assert set(outcomes.values()) == {None}
+    assert all(dp.tasks[t].fields == {"owner": t} for t in task_ids)
+
+
+# 13. Logging ----------------------------------------------------------------------------------
+
+
+async def test_logging_says_what_happened_and_never_the_credentials(
+    dp: LocalDataPipeline, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DEBUG per report, WARNING per failure and cancellation, and no secret anywhere."""
+    caplog.set_level(logging.DEBUG, logger="asyncheartbeat")
+    task_id = dp.add_task()
+    with anyio.fail_after(2), pytest.raises(TaskCancelled):
+        async with Heartbeat(client, task_id, **FAST):
+            dp.inject(Fault.error("ThrottlingException"), task_id=task_id)
+            await dp.wait_for_reports(task_id, 3)
+            dp.forget_task(task_id)
+            await anyio.sleep_forever()
+    ours = [r for r in caplog.records if r.name == "asyncheartbeat"]
+    levels = {r.levelname for r in ours}
+    assert {"DEBUG", "WARNING"} <= levels
+    assert any("answered" in r.getMessage() for r in ours if r.levelno == logging.DEBUG)
+    assert any(
+        "ThrottlingException" in r.getMessage() for r in ours if r.levelno == logging.WARNING
+    )
+    assert any("task-not-found" in r.getMessage() for r in ours if r.levelno == logging.WARNING)
+    text = caplog.text
+    assert SECRET_KEY not in text
+    assert ACCESS_KEY not in text
+
+
+async def test_a_requested_cancellation_is_logged_at_info(
+    dp: LocalDataPipeline, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cancellation the service asked for is normal: INFO, with its reason."""
+    caplog.set_level(logging.INFO, logger="asyncheartbeat")
+    task_id = dp.add_task()
+    dp.cancel_task(task_id)
+    with pytest.raises(TaskCancelled):
+        async with Heartbeat(client, task_id, **FAST):
+            pass
+    [record] = [r for r in caplog.records if r.name == "asyncheartbeat"]
+    assert record.levelno == logging.INFO
+    assert "requested" in record.getMessage()
+
+
+# run_with_heartbeat ----------------------------------------------------------------------------
+
+
+async def test_run_with_heartbeat_returns_the_result(dp: LocalDataPipeline, client: Any) -> None:
+    """run_with_heartbeat awaits fn(*args) under a heartbeat and returns what it returns."""
+    task_id = dp.add_task()
+
+    async def add(a: int, b: int) -> int:
+        await dp.wait_for_reports(task_id, 2)
+        return a + b
+
+    with anyio.fail_after(2):
+        assert await run_with_heartbeat(client, task_id, add, 2, 3, **FAST) == 5
+
+
+async def test_run_with_heartbeat_raises_task_cancelled(dp: LocalDataPipeline, client: Any) -> None:
+    """run_with_heartbeat raises TaskCancelled when the task is cancelled under it."""
+    task_id = dp.add_task()
+
+    async def forever() -> None:
+        dp.cancel_task(task_id)
+        await anyio.sleep_forever()
+
+    with anyio.fail_after(2), pytest.raises(TaskCancelled):
+        await run_with_heartbeat(client, task_id, forever, **FAST)
