@@ -19,6 +19,7 @@ from .conftest import ACCESS_KEY, SECRET_KEY, client_config
 
 pytestmark = pytest.mark.asyncio
 
+
 class Timing(TypedDict):
     interval: float
     lease_timeout: float

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import TypeVar, TypeVarTuple
 
 import anyio
-import anyio.abc
+import anyio.lowlevel
 
 from ._client import Answer, Failure, ProgressClient, read_answer, read_failure
 from ._errors import CancelReason, HeartbeatError, TaskCancelled
@@ -210,12 +210,19 @@ class Heartbeat:
             wanted = self._attempts_started + 1
         self._beat_wanted_by = max(self._beat_wanted_by, wanted)
         self._wake.set()
-        while self._last_answered_attempt < wanted:
-            if self._state is not _State.RUNNING:
-                if self.cancel_reason is not None:
-                    raise self._task_cancelled() from self._cancel_cause
-                raise HeartbeatError(f"the heartbeat of task {self.task_id!r} ended before beat()")
+        while (
+            self._last_answered_attempt < wanted
+            and self._state is _State.RUNNING
+            and self.cancel_reason is None
+        ):
             await self._progress.wait()
+        if self.cancel_reason is not None:
+            # Called from the body, the body's own cancellation is delivered right here;
+            # called from elsewhere, the caller learns of it from TaskCancelled.
+            await anyio.lowlevel.checkpoint()
+            raise self._task_cancelled() from self._cancel_cause
+        if self._last_answered_attempt < wanted:
+            raise HeartbeatError(f"the heartbeat of task {self.task_id!r} ended before beat()")
 
     async def _keep_alive(self, anchor: float) -> None:
         timing = self._timing

@@ -1,0 +1,28 @@
+"""The README's demo runs, in under 10 seconds, and shows what it promises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEMO = Path(__file__).parent.parent / "examples" / "demo.py"
+
+
+def test_the_demo_cancels_one_job_and_finishes_the_other() -> None:
+    """One job is stopped with REQUESTED, the other finishes with its last progress reported."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-W", "error", str(DEMO)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    assert time.monotonic() - started < 10
+    out = result.stdout
+    assert "copy-users   stopped: REQUESTED" in out
+    assert "copy-orders  finished" in out
+    assert "copy-orders: 8 reports, fields {'rowsCopied': '8000'}" in out
+    assert result.stderr == ""

@@ -1,0 +1,42 @@
+"""The public names are exported, and the errors behave as ordinary exceptions."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import types
+
+import asyncheartbeat
+import asyncheartbeat.testing
+from asyncheartbeat import CancelReason, HeartbeatError, TaskCancelled
+
+
+def public_names(module: types.ModuleType) -> set[str]:
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and getattr(value, "__module__", "").startswith(module.__name__)
+    }
+
+
+def test_all_lists_every_public_name() -> None:
+    """__all__ misses no public name and names nothing that is not there."""
+    for module in (asyncheartbeat, asyncheartbeat.testing):
+        assert set(module.__all__) == public_names(module), module.__name__
+
+
+def test_task_cancelled_is_an_ordinary_exception() -> None:
+    """Worker loops catch TaskCancelled with `except Exception`; it is no cancellation."""
+    error = TaskCancelled("task-1", CancelReason.LEASE_LOST, "no report for 300 s")
+    assert isinstance(error, HeartbeatError)
+    assert isinstance(error, Exception)
+    assert str(error) == "task 'task-1' cancelled (lease-lost): no report for 300 s"
+
+
+def test_task_cancelled_survives_pickling_and_copying() -> None:
+    """The error crosses process boundaries intact (multiprocessing, logging queues)."""
+    error = TaskCancelled("task-1", CancelReason.REJECTED, "AccessDenied")
+    for clone in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+        assert (clone.task_id, clone.reason, clone.detail) == ("task-1", error.reason, error.detail)

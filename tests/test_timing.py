@@ -1,0 +1,345 @@
+"""The timing rules, exactly, under trio's virtual clock with an in-memory client."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import pytest
+import trio.testing
+from botocore.exceptions import NoCredentialsError
+
+from asyncheartbeat import CancelReason, Heartbeat, HeartbeatError, TaskCancelled
+from asyncheartbeat._timing import BACKOFF_START
+from asyncheartbeat.testing import MockClient, MockServiceError
+
+pytestmark = pytest.mark.anyio
+
+TASK = "task-1"
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+@pytest.fixture
+def anyio_backend(clock: trio.testing.MockClock) -> tuple[str, dict[str, Any]]:
+    return "trio", {"clock": clock}
+
+
+def times(client: MockClient) -> list[float]:
+    return [call.received_at for call in client.calls]
+
+
+def gaps(client: MockClient) -> list[float]:
+    at = times(client)
+    return [round(b - a, 9) for a, b in itertools.pairwise(at)]
+
+
+async def test_runs_under_trio_at_a_fixed_rate() -> None:
+    """Reports go out at exactly 0, 10, 20 … seconds from the acknowledgement."""
+    client = MockClient()
+    async with Heartbeat(client, TASK, interval=10, lease_timeout=50):
+        start = anyio.current_time()
+        await anyio.sleep(45)
+    assert [round(t - start, 9) for t in times(client)] == [0, 10, 20, 30, 40]
+
+
+async def test_slow_calls_keep_the_schedule() -> None:
+    """A call answered after 7 s does not move the next report off the grid."""
+
+    async def slow(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        await anyio.sleep(7)
+        return {"canceled": False}
+
+    client = MockClient(slow)
+    async with Heartbeat(client, TASK, interval=10, lease_timeout=50, call_timeout=8):
+        await anyio.sleep(40)
+    assert gaps(client) == [10, 10, 10, 10]
+
+
+async def test_a_call_slower_than_the_interval_skips_the_slots_it_covered() -> None:
+    """No burst of catch-up reports after a call that took 25 s of a 10 s interval."""
+    durations = iter([0, 25])
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        await anyio.sleep(next(durations, 0))
+        return {"canceled": False}
+
+    client = MockClient(answer)
+    async with Heartbeat(client, TASK, interval=10, lease_timeout=100, call_timeout=30):
+        await anyio.sleep(55)
+    assert [round(t - times(client)[0], 9) for t in times(client)] == [0, 10, 40, 50]
+
+
+async def test_retries_back_off_exponentially_up_to_the_interval() -> None:
+    """Each retry waits at most BACKOFF_START·2ⁿ of the interval, never more than one interval."""
+    failing = True
+
+    def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        if failing and len(client.calls) > 1:
+            raise MockServiceError("InternalServiceError", status=500)
+        return {"canceled": False}
+
+    client = MockClient(answer)
+    async with Heartbeat(client, TASK, interval=10, lease_timeout=1000):
+        await anyio.sleep(300)
+        failing = False
+    retry_gaps = gaps(client)[1:]
+    assert len(retry_gaps) > 10
+    caps = [min(10, 10 * BACKOFF_START * 2**n) for n in range(len(retry_gaps))]
+    assert all(0 <= gap <= cap for gap, cap in zip(retry_gaps, caps, strict=True))
+
+
+async def test_the_report_after_a_retry_waits_a_full_interval() -> None:
+    """A report answered on retry is followed by the next one an interval later, not sooner."""
+    answers: list[Any] = [{"canceled": False}, MockServiceError("ThrottlingException")]
+
+    def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        result = answers.pop(0) if answers else {"canceled": False}
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    client = MockClient(answer)
+    async with Heartbeat(client, TASK, interval=10, lease_timeout=50):
+        await anyio.sleep(35)
+    retry_at, after = times(client)[2], times(client)[3]
+    assert after - retry_at == pytest.approx(10)
+
+
+async def test_lease_is_lost_exactly_when_it_runs_out() -> None:
+    """With every report failing, LEASE_LOST comes at last success + lease_timeout."""
+
+    def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        if len(client.calls) > 1:
+            raise MockServiceError("InternalServiceError", status=500)
+        return {"canceled": False}
+
+    client = MockClient(answer)
+    with pytest.raises(TaskCancelled) as caught:
+        async with Heartbeat(client, TASK, interval=10, lease_timeout=45) as hb:
+            await anyio.sleep_forever()
+    assert caught.value.reason is CancelReason.LEASE_LOST
+    assert hb.last_success == times(client)[0]
+    assert anyio.current_time() - times(client)[0] == pytest.approx(45)
+
+
+async def test_a_hung_call_is_cut_at_call_timeout_and_retried() -> None:
+    """A call that never answers is abandoned after call_timeout and tried again."""
+    hung = True
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        if hung and len(client.calls) == 2:
+            await anyio.sleep_forever()
+        return {"canceled": False}
+
+    client = MockClient(answer)
+    async with Heartbeat(client, TASK, interval=10, lease_timeout=60, call_timeout=5) as hb:
+        await anyio.sleep(18)
+    assert hb.cancel_reason is None
+    assert 15 <= times(client)[2] - times(client)[0] <= 15 + 10 * BACKOFF_START
+
+
+async def test_the_lease_verdict_does_not_wait_for_a_hung_call() -> None:
+    """A call hanging when the lease ends is abandoned then, not at its own call_timeout."""
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        if len(client.calls) > 1:
+            await anyio.sleep_forever()
+        return {"canceled": False}
+
+    client = MockClient(answer)
+    with pytest.raises(TaskCancelled) as caught:
+        async with Heartbeat(client, TASK, interval=10, lease_timeout=45, call_timeout=40):
+            await anyio.sleep_forever()
+    assert caught.value.reason is CancelReason.LEASE_LOST
+    assert anyio.current_time() - times(client)[0] == pytest.approx(45)
+
+
+async def test_beat_reports_now_and_waits_for_the_answer() -> None:
+    """beat() sends a report at once and returns when it was answered."""
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        await anyio.sleep(1)
+        return {"canceled": False}
+
+    client = MockClient(answer)
+    async with Heartbeat(client, TASK, interval=10, lease_timeout=50) as hb:
+        await anyio.sleep(3)
+        hb.set_field("step", "2")
+        await hb.beat()
+        assert hb.beats == 2
+        assert client.calls[-1].fields == {"step": "2"}
+        assert anyio.current_time() - times(client)[-1] == pytest.approx(1)
+        await anyio.sleep(20)
+    # The schedule counts from the beat: the next report is an interval after it.
+    assert gaps(client)[1:] == [10, 10]
+
+
+async def test_a_beat_during_a_report_with_the_same_fields_joins_it() -> None:
+    """Concurrent beats with unchanged fields are carried by the report already in flight."""
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        await anyio.sleep(2)
+        return {"canceled": False}
+
+    client = MockClient(answer)
+    async with Heartbeat(client, TASK, interval=10, lease_timeout=50) as hb:
+        await anyio.sleep(9)  # entered at t=2; the report of t=10 is in flight until t=12
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(hb.beat)
+        assert anyio.current_time() - times(client)[0] == pytest.approx(12)
+    assert len(client.calls) == 2
+
+
+async def test_a_beat_after_a_field_change_waits_for_the_next_report() -> None:
+    """A beat whose fields changed after the in-flight report started gets a report of its own."""
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        await anyio.sleep(2)
+        return {"canceled": False}
+
+    client = MockClient(answer)
+    async with Heartbeat(client, TASK, interval=10, lease_timeout=50) as hb:
+        await anyio.sleep(9)  # entered at t=2; the report of t=10 is in flight until t=12
+        hb.set_field("rows", "9")
+        await hb.beat()
+        assert client.calls[-1].fields == {"rows": "9"}
+        # Never two in flight: the beat's report started when the previous one ended.
+        assert [round(t - times(client)[0], 9) for t in times(client)] == [0, 10, 12]
+
+
+async def test_beat_outside_the_block_is_an_error() -> None:
+    """beat() before entering or after leaving raises HeartbeatError."""
+    hb = Heartbeat(MockClient(), TASK, interval=10, lease_timeout=50)
+    with pytest.raises(HeartbeatError, match="running"):
+        await hb.beat()
+    async with hb:
+        pass
+    with pytest.raises(HeartbeatError, match="running"):
+        await hb.beat()
+
+
+async def test_a_beat_waiting_when_the_task_is_cancelled_raises() -> None:
+    """A beat() from outside the body learns of the cancellation instead of waiting forever."""
+    answers = iter([{"canceled": False}])
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        await anyio.sleep(1)
+        return next(answers, {"canceled": True})
+
+    client = MockClient(answer)
+    outcome: list[BaseException] = []
+    hb = Heartbeat(client, TASK, interval=10, lease_timeout=50, raise_on_cancel=False)
+
+    async def beat_from_elsewhere() -> None:
+        try:
+            await hb.beat()
+        except TaskCancelled as error:
+            outcome.append(error)
+
+    async with anyio.create_task_group() as tg, hb:
+        tg.start_soon(beat_from_elsewhere)
+        await anyio.sleep_forever()
+    assert [type(e) for e in outcome] == [TaskCancelled]
+
+
+async def test_a_beat_answered_canceled_in_the_body_still_exits_quietly() -> None:
+    """In the body, a canceled beat delivers the cancellation, so raise_on_cancel=False holds."""
+    answers = iter([{"canceled": False}])
+    client = MockClient(lambda task_id, fields: next(answers, {"canceled": True}))
+    async with Heartbeat(client, TASK, interval=10, lease_timeout=50, raise_on_cancel=False) as hb:
+        await hb.beat()
+        pytest.fail("beat() returned although the task was cancelled")
+    assert hb.cancel_reason is CancelReason.REQUESTED
+
+
+async def test_a_late_report_warns_that_the_loop_was_blocked(
+    clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A report firing 30 s late on a 10 s interval logs a WARNING with the delay."""
+    client = MockClient()
+    async with Heartbeat(client, TASK, interval=10, lease_timeout=100):
+        await anyio.sleep(5)
+        clock.jump(35)  # the event loop does not run for 35 s: blocking job code
+        await anyio.sleep(1)
+    [record] = [r for r in caplog.records if r.name == "asyncheartbeat"]
+    assert record.levelno == logging.WARNING
+    assert "30.00 s late" in record.getMessage()
+
+
+async def test_a_little_lateness_is_not_warned_about(
+    clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Lateness under max(1 s, interval/2) is normal scheduling noise: no warning."""
+    client = MockClient()
+    async with Heartbeat(client, TASK, interval=10, lease_timeout=100):
+        await anyio.sleep(5)
+        clock.jump(9.9)  # 4.9 s late
+        await anyio.sleep(1)
+    assert not [r for r in caplog.records if r.name == "asyncheartbeat"]
+
+
+async def test_a_loop_blocked_past_the_lease_loses_it(clock: trio.testing.MockClock) -> None:
+    """Blocked for longer than the lease, the heartbeat stops the work with LEASE_LOST."""
+    client = MockClient()
+    with pytest.raises(TaskCancelled) as caught:
+        async with Heartbeat(client, TASK, interval=10, lease_timeout=50):
+            clock.jump(60)
+            await anyio.sleep_forever()
+    assert caught.value.reason is CancelReason.LEASE_LOST
+    assert len(client.calls) == 1
+
+
+async def test_fields_set_after_the_block_are_refused() -> None:
+    """Setting a field once the heartbeat ended raises: it would never be reported."""
+    hb = Heartbeat(MockClient(), TASK, interval=10, lease_timeout=50)
+    async with hb:
+        pass
+    with pytest.raises(HeartbeatError, match="ended"):
+        hb.set_field("late", "1")
+
+
+async def test_a_heartbeat_cannot_be_entered_twice() -> None:
+    """A Heartbeat is for one run of one task."""
+    hb = Heartbeat(MockClient(), TASK, interval=10, lease_timeout=50)
+    async with hb:
+        pass
+    with pytest.raises(RuntimeError, match="only once"):
+        async with hb:
+            pass
+
+
+async def test_a_malformed_answer_is_a_failed_report(caplog: pytest.LogCaptureFixture) -> None:
+    """An answer without a boolean 'canceled' does not count as a success."""
+    answers: list[Mapping[str, Any]] = [{"canceled": False}, {}, {"canceled": "yes"}]
+
+    def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        return answers.pop(0) if answers else {"canceled": False}
+
+    client = MockClient(answer)
+    async with Heartbeat(client, TASK, interval=10, lease_timeout=50) as hb:
+        await anyio.sleep(15)
+    assert hb.beats == 2
+    assert sum("malformed" in r.getMessage() for r in caplog.records) == 2
+
+
+async def test_unknown_client_errors_are_retried_but_local_rejections_are_final() -> None:
+    """An unexpected exception is retried; botocore's NoCredentialsError is REJECTED at once."""
+    errors: list[Exception] = [OSError("network is unreachable"), NoCredentialsError()]
+
+    def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        raise errors.pop(0)
+
+    with pytest.raises(TaskCancelled) as caught:
+        async with Heartbeat(MockClient(answer), TASK, interval=10, lease_timeout=50):
+            pytest.fail("the body ran")
+    assert caught.value.reason is CancelReason.REJECTED
+    assert "NoCredentialsError" in str(caught.value)
+    assert not errors
