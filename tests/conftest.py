@@ -32,16 +32,21 @@ async def dp() -> AsyncIterator[LocalDataPipeline]:
         yield server
 
 
-@pytest_asyncio.fixture
-async def client(dp: LocalDataPipeline) -> AsyncIterator[Any]:
-    async with get_session().create_client(
+def datapipeline_client(dp: LocalDataPipeline, config: AioConfig | None = None) -> Any:
+    """An aiobotocore client for ``dp`` (an async context manager)."""
+    return get_session().create_client(
         "datapipeline",
         region_name="us-east-1",
         endpoint_url=dp.url,
         aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=SECRET_KEY,
-        config=client_config(),
-    ) as datapipeline:
+        config=config or client_config(),
+    )
+
+
+@pytest_asyncio.fixture
+async def client(dp: LocalDataPipeline) -> AsyncIterator[Any]:
+    async with datapipeline_client(dp) as datapipeline:
         yield datapipeline
 
 

@@ -31,6 +31,16 @@ def anyio_backend(clock: trio.testing.MockClock) -> tuple[str, dict[str, Any]]:
     return "trio", {"clock": clock}
 
 
+def answering_after(seconds: float) -> MockClient:
+    """A client whose every answer takes ``seconds``."""
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        await anyio.sleep(seconds)
+        return {"canceled": False}
+
+    return MockClient(answer)
+
+
 def times(client: MockClient) -> list[float]:
     return [call.received_at for call in client.calls]
 
@@ -52,11 +62,7 @@ async def test_runs_under_trio_at_a_fixed_rate() -> None:
 async def test_slow_calls_keep_the_schedule() -> None:
     """A call answered after 7 s does not move the next report off the grid."""
 
-    async def slow(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
-        await anyio.sleep(7)
-        return {"canceled": False}
-
-    client = MockClient(slow)
+    client = answering_after(7)
     async with Heartbeat(client, TASK, interval=10, lease_timeout=50, call_timeout=8):
         await anyio.sleep(40)
     assert gaps(client) == [10, 10, 10, 10]
@@ -164,11 +170,7 @@ async def test_the_lease_verdict_does_not_wait_for_a_hung_call() -> None:
 async def test_beat_reports_now_and_waits_for_the_answer() -> None:
     """beat() sends a report at once and returns when it was answered."""
 
-    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
-        await anyio.sleep(1)
-        return {"canceled": False}
-
-    client = MockClient(answer)
+    client = answering_after(1)
     async with Heartbeat(client, TASK, interval=10, lease_timeout=50) as hb:
         await anyio.sleep(3)
         hb.set_field("step", "2")
@@ -184,11 +186,7 @@ async def test_beat_reports_now_and_waits_for_the_answer() -> None:
 async def test_a_beat_during_a_report_with_the_same_fields_joins_it() -> None:
     """Concurrent beats with unchanged fields are carried by the report already in flight."""
 
-    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
-        await anyio.sleep(2)
-        return {"canceled": False}
-
-    client = MockClient(answer)
+    client = answering_after(2)
     async with Heartbeat(client, TASK, interval=10, lease_timeout=50) as hb:
         await anyio.sleep(9)  # entered at t=2; the report of t=10 is in flight until t=12
         async with anyio.create_task_group() as tg:
@@ -201,11 +199,7 @@ async def test_a_beat_during_a_report_with_the_same_fields_joins_it() -> None:
 async def test_a_beat_after_a_field_change_waits_for_the_next_report() -> None:
     """A beat whose fields changed after the in-flight report started gets a report of its own."""
 
-    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
-        await anyio.sleep(2)
-        return {"canceled": False}
-
-    client = MockClient(answer)
+    client = answering_after(2)
     async with Heartbeat(client, TASK, interval=10, lease_timeout=50) as hb:
         await anyio.sleep(9)  # entered at t=2; the report of t=10 is in flight until t=12
         hb.set_field("rows", "9")
