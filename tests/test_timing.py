@@ -13,7 +13,7 @@ import trio.testing
 from botocore.exceptions import NoCredentialsError
 
 from asyncheartbeat import CancelReason, Heartbeat, HeartbeatError, TaskCancelled
-from asyncheartbeat._timing import BACKOFF_START
+from asyncheartbeat._timing import BACKOFF_START, Timing
 from asyncheartbeat.testing import MockClient, MockServiceError
 
 pytestmark = pytest.mark.anyio
@@ -288,6 +288,31 @@ async def test_a_loop_blocked_past_the_lease_loses_it(clock: trio.testing.MockCl
             clock.jump(60)
             await anyio.sleep_forever()
     assert caught.value.reason is CancelReason.LEASE_LOST
+    assert len(client.calls) == 1
+
+
+async def test_a_bug_in_the_heartbeat_stops_the_work_loudly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should the heartbeat itself fail, the body is stopped and HeartbeatError says why."""
+
+    def broken(self: Timing, anchor: float, now: float) -> float:
+        raise RuntimeError("scheduler bug")
+
+    monkeypatch.setattr(Timing, "next_due", broken)
+    with pytest.raises(HeartbeatError, match="failed") as caught:
+        async with Heartbeat(MockClient(), TASK, interval=10, lease_timeout=50):
+            await anyio.sleep_forever()
+    assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+async def test_keyboard_interrupt_skips_the_final_report() -> None:
+    """A body ended by KeyboardInterrupt is not held up by a final report."""
+    client = MockClient()
+    with pytest.raises(KeyboardInterrupt):
+        async with Heartbeat(client, TASK, interval=10, lease_timeout=50) as hb:
+            hb.set_field("rows", "1")
+            raise KeyboardInterrupt
     assert len(client.calls) == 1
 
 

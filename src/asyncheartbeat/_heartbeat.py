@@ -165,15 +165,12 @@ class Heartbeat:
             self._task_group.cancel_scope.cancel()
             await self._task_group.__aexit__(None, None, None)
 
-            cancelled_from_outside = (
-                exc is not None
-                and not body_cancelled_by_us
-                and isinstance(exc, anyio.get_cancelled_exc_class())
-            )
+            # Cancellation, KeyboardInterrupt and SystemExit are not waited on for a report.
+            body_ended_by_itself = exc is None or isinstance(exc, Exception)
             if (
-                self.cancel_reason is None
+                body_ended_by_itself
+                and self.cancel_reason is None
                 and self._crash is None
-                and not cancelled_from_outside
                 and self._fields.version != self._answered_version
             ):
                 await self._final_report()
