@@ -73,7 +73,7 @@ async def main() -> None:
                 say("service", f"someone cancels {users} (SetStatus CANCEL)")
                 dp.cancel_task(users)
         for task_id in (orders, users):
-            task = dp.tasks[task_id]
+            task = dp.attempt(task_id)
             say("service", f"{task_id}: {len(dp.reports(task_id))} reports, fields {task.fields}")
 
 

@@ -166,7 +166,7 @@ async def test_no_report_follows_a_canceled_answer(dp: LocalDataPipeline, client
                 hb.set_field("after", "cancel")
     assert not heartbeat_tasks()
     assert [c.outcome for c in dp.reports(task_id)] == ["answered", "answered"]
-    assert dp.tasks[task_id].fields == {}
+    assert dp.attempt(task_id).fields == {}
 
 
 async def test_raise_on_cancel_false_exits_quietly_and_tells_why(
@@ -189,7 +189,7 @@ async def test_raise_on_cancel_false_exits_quietly_and_tells_why(
     [
         (lambda dp, t: dp.forget_task(t), CancelReason.TASK_NOT_FOUND, "TaskNotFoundException"),
         (
-            lambda dp, t: dp.delete_pipeline(dp.tasks[t].pipeline_id),
+            lambda dp, t: dp.delete_pipeline(dp.attempt(t).pipeline_id),
             CancelReason.PIPELINE_DELETED,
             "PipelineDeletedException",
         ),
@@ -444,7 +444,7 @@ async def test_exit_reports_fields_changed_since_the_last_answer(
     async with Heartbeat(client, task_id, interval=30, lease_timeout=100) as hb:
         hb.set_field("rowsCopied", "1000")
     assert [c.fields for c in dp.reports(task_id)] == [{}, {"rowsCopied": "1000"}]
-    assert dp.tasks[task_id].fields == {"rowsCopied": "1000"}
+    assert dp.attempt(task_id).fields == {"rowsCopied": "1000"}
 
 
 async def test_exit_with_body_exception_still_reports_changed_fields(
@@ -548,7 +548,7 @@ async def test_hundreds_of_heartbeats_share_one_client(dp: LocalDataPipeline, cl
             dp.cancel_task("task-7")
     assert outcomes.pop("task-7") is CancelReason.REQUESTED
     assert set(outcomes.values()) == {None}
-    assert all(dp.tasks[t].fields == {"owner": t} for t in task_ids)
+    assert all(dp.attempt(t).fields == {"owner": t} for t in task_ids if t != "task-7")
 
 
 # 13. Logging ----------------------------------------------------------------------------------

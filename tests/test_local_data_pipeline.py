@@ -56,7 +56,7 @@ async def test_bad_requests_get_the_services_error_shape(
 async def test_an_oversized_body_is_refused(dp: LocalDataPipeline) -> None:
     """A body over the limit gets an error, not a crash."""
     status, answer = await post(dp, b'{"taskId": "' + b"x" * 2_000_000 + b'"}')
-    assert status == 400
+    assert status == 413
     assert answer["__type"] == "SerializationException"
 
 
@@ -100,7 +100,7 @@ async def test_reports_record_fields_on_the_task(dp: LocalDataPipeline, client: 
         taskId=task_id, fields=[{"key": "a", "stringValue": "1"}, {"key": "b", "refValue": "@x"}]
     )
     await client.report_task_progress(taskId=task_id, fields=[{"key": "a", "stringValue": "2"}])
-    assert dp.tasks[task_id].fields == {"a": "2", "b": "@x"}
+    assert dp.attempt(task_id).fields == {"a": "2", "b": "@x"}
 
 
 def test_fault_constructors_refuse_nonsense() -> None:

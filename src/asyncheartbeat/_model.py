@@ -52,8 +52,9 @@ def python_pattern(model_pattern: str) -> str:
 
 
 @functools.cache
-def _service_model() -> dict[str, Any]:
-    # Imported here: loading the model costs a few hundred ms, paid once and only when needed.
+def service_model() -> dict[str, Any]:
+    """botocore's datapipeline model, as loaded from the installed botocore."""
+    # Imported here: loading it costs a few hundred ms, paid once and only when needed.
     from botocore.loaders import create_loader  # noqa: PLC0415
 
     model: dict[str, Any] = create_loader().load_service_model("datapipeline", "service-2")
@@ -63,7 +64,7 @@ def _service_model() -> dict[str, Any]:
 @functools.cache
 def string_shape(name: str) -> StringShape:
     """The named string shape of botocore's datapipeline model."""
-    shape = _service_model()["shapes"][name]
+    shape = service_model()["shapes"][name]
     if shape["type"] != "string":
         raise LookupError(f"shape {name!r} is a {shape['type']}, not a string")
     pattern = shape.get("pattern")
@@ -77,5 +78,5 @@ def string_shape(name: str) -> StringShape:
 
 def member_shape(structure: str, member: str) -> StringShape:
     """The string shape of ``structure.member`` in the model."""
-    members = _service_model()["shapes"][structure]["members"]
+    members = service_model()["shapes"][structure]["members"]
     return string_shape(members[member]["shape"])

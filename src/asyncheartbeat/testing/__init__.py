@@ -1,10 +1,14 @@
 """Test against a local Data Pipeline: a real endpoint over HTTP, or an in-memory client."""
 
+from ._errors import ServiceError
 from ._faults import Fault, FaultKind
 from ._mock import MockClient, MockServiceError
-from ._server import Call, LocalDataPipeline, ServiceError, Task
+from ._server import Call, LocalDataPipeline
+from ._service import Attempt, AttemptStatus, Timeouts
 
 __all__ = [
+    "Attempt",
+    "AttemptStatus",
     "Call",
     "Fault",
     "FaultKind",
@@ -12,5 +16,5 @@ __all__ = [
     "MockClient",
     "MockServiceError",
     "ServiceError",
-    "Task",
+    "Timeouts",
 ]

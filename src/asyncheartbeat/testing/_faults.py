@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import random
+from typing import Any
 
 
 class FaultKind(enum.StrEnum):
@@ -58,37 +60,62 @@ class Fault:
         """Answer 200 with a body that is not JSON."""
         return cls(FaultKind.MALFORMED)
 
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "kind": self.kind.value}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Fault:
+        return cls(**{**data, "kind": FaultKind(data["kind"])})
+
 
 @dataclasses.dataclass(slots=True)
 class _Injection:
     fault: Fault
     operation: str | None
     task_id: str | None
+    pipeline_id: str | None
     remaining: int | None
+    probability: float
 
 
 class FaultPlan:
-    """Injected faults, consumed in the order they were added."""
+    """Injected faults, consulted in the order they were added; draws come from ``seed``."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int | None = None) -> None:
         self._injections: list[_Injection] = []
+        self._random = random.Random(seed)
 
     def add(
-        self, fault: Fault, *, operation: str | None, task_id: str | None, times: int | None
+        self,
+        fault: Fault,
+        *,
+        operation: str | None,
+        task_id: str | None = None,
+        pipeline_id: str | None = None,
+        times: int | None = 1,
+        probability: float = 1.0,
     ) -> None:
         if times is not None and times < 1:
             raise ValueError(f"times must be at least 1 (or None for always), not {times}")
-        self._injections.append(_Injection(fault, operation, task_id, times))
+        if not 0 < probability <= 1:
+            raise ValueError(f"probability must be in (0, 1], not {probability}")
+        self._injections.append(
+            _Injection(fault, operation, task_id, pipeline_id, times, probability)
+        )
 
     def clear(self) -> None:
         self._injections.clear()
 
-    def take(self, operation: str, task_id: str | None) -> Fault | None:
-        """The fault for this request, if one is scripted; a counted fault is used up."""
+    def take(self, operation: str, task_id: str | None, pipeline_id: str | None) -> Fault | None:
+        """The fault for this request, if one applies; a counted fault is used up."""
         for injection in self._injections:
             if injection.operation not in (None, operation):
                 continue
             if injection.task_id not in (None, task_id):
+                continue
+            if injection.pipeline_id not in (None, pipeline_id):
+                continue
+            if injection.probability < 1 and self._random.random() >= injection.probability:
                 continue
             if injection.remaining is not None:
                 injection.remaining -= 1

@@ -1,7 +1,8 @@
-"""A local Data Pipeline endpoint that real clients talk to over HTTP (JSON 1.1).
+"""A local Data Pipeline that real clients talk to over HTTP (JSON 1.1), unchanged.
 
-This is the task-runner half of the service that heartbeats need: tasks, ReportTaskProgress,
-cancellation and removal from outside, scripted faults, and a record of every call.
+Requests are checked against botocore's own model, served by `DataPipelineService`, and may
+be met by scripted faults instead. Everything received is recorded. A control endpoint
+(``POST /_emulator/<command>``) offers the Python API to another process.
 """
 
 from __future__ import annotations
@@ -15,11 +16,18 @@ from typing import Any
 import anyio
 from aiohttp import web
 
+from ._errors import ServiceError
 from ._faults import Fault, FaultKind, FaultPlan
+from ._service import Attempt, DataPipelineService, Pipeline, Timeouts
+from ._validation import operation_names, validate_request
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 TARGET_PREFIX = "DataPipeline."
+#: The largest request body served; the service's own limits are far below it.
 MAX_BODY = 1024 * 1024
+CONTROL_PREFIX = "/_emulator/"
+#: The worker group of tasks made with `LocalDataPipeline.add_task`.
+DEFAULT_WORKER_GROUP = "asyncheartbeat"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,44 +54,37 @@ class Call:
             for field in self.params.get("fields", [])
         }
 
-
-@dataclasses.dataclass(slots=True)
-class Task:
-    """A task as the local service sees it."""
-
-    task_id: str
-    pipeline_id: str
-    canceled: bool = False
-    #: The latest value reported for each field.
-    fields: dict[str, str] = dataclasses.field(default_factory=dict)
-
-
-class ServiceError(Exception):
-    """An answer in the service's error shape."""
-
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(code, message, status)
-        self.code = code
-        self.message = message
-        self.status = status
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 class LocalDataPipeline:
     """A Data Pipeline endpoint on loopback, in-process: ``async with LocalDataPipeline() as dp``.
 
-    Point a client at ``dp.url`` with any credentials. Tasks are created with `add_task`;
-    `cancel_task`, `forget_task` and `delete_pipeline` change them from outside; `inject`
-    scripts faults; `calls` records every request, and `wait_for_calls` waits for them.
+    Point any client at ``dp.url`` with any credentials. Every duration of the service can be
+    shortened so that tests run in seconds. `add_task` makes a task a runner holds in one
+    call; `cancel_task`, `forget_task`, `delete_pipeline` and `set_terminate` act from the
+    outside; `inject` scripts faults; `calls` records every request.
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ack_timeout: float = Timeouts.ack,
+        report_timeout: float = Timeouts.report,
+        poll_timeout: float = Timeouts.poll,
+        seed: int | None = None,
+        record_calls: bool = True,
+    ) -> None:
         self._host = host
         self._port = port
-        self.tasks: dict[str, Task] = {}
-        self.deleted_pipelines: set[str] = set()
+        self.service = DataPipelineService(Timeouts(ack_timeout, report_timeout, poll_timeout))
+        self.faults = FaultPlan(seed)
         self.calls: list[Call] = []
+        self._record_calls = record_calls
         self._reports: dict[str, list[Call]] = {}
-        self.faults = FaultPlan()
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
 
@@ -99,9 +100,12 @@ class LocalDataPipeline:
         self._stopping = anyio.Event()
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A request whose client went away is cancelled, so no long poll outlives its caller.
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, handler_cancellation=True
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
+        site = web.TCPSite(runner, self._host, self._port, backlog=4096)
         await site.start()
         self._runner = runner
         host, port = runner.addresses[0][:2]
@@ -110,6 +114,7 @@ class LocalDataPipeline:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._stopping.set()  # releases hung requests
+        self.service.wake_pollers()
         assert self._runner is not None
         await self._runner.cleanup()
         self._runner = None
@@ -117,25 +122,71 @@ class LocalDataPipeline:
 
     # -- the outside world's moves --------------------------------------------------------
 
-    def add_task(self, task_id: str | None = None, *, pipeline_id: str | None = None) -> str:
-        """Create a task that a runner holds, as PollForTask would hand it out; return its id."""
-        task_id = task_id or f"task-{uuid.uuid4().hex}"
-        if task_id in self.tasks:
-            raise ValueError(f"task {task_id!r} exists already")
-        self.tasks[task_id] = Task(task_id, pipeline_id or f"df-{uuid.uuid4().hex[:20].upper()}")
-        return task_id
+    def add_task(
+        self,
+        task_id: str | None = None,
+        *,
+        worker_group: str = DEFAULT_WORKER_GROUP,
+        report_progress_timeout: str | None = None,
+        maximum_retries: int | None = None,
+    ) -> str:
+        """Make a one-activity pipeline, activate it, and hand its task out as PollForTask
+        would; return the task id (``task_id`` if given)."""
+        name = f"task-{uuid.uuid4().hex[:12]}"
+        pipeline_id = self.service.create_pipeline(name, name)
+        fields = [
+            {"key": "type", "stringValue": "ShellCommandActivity"},
+            {"key": "command", "stringValue": "true"},
+            {"key": "workerGroup", "stringValue": worker_group},
+        ]
+        if report_progress_timeout is not None:
+            fields.append({"key": "reportProgressTimeout", "stringValue": report_progress_timeout})
+        if maximum_retries is not None:
+            fields.append({"key": "maximumRetries", "stringValue": str(maximum_retries)})
+        result = self.service.put_definition(
+            pipeline_id, [{"id": "Activity", "name": "Activity", "fields": fields}], [], []
+        )
+        if result["errored"]:
+            raise ValueError(f"bad task options: {result['validationErrors']}")
+        self.service.activate(pipeline_id)
+        task = self.service.take_task(
+            worker_group,
+            "localhost",
+            anyio.current_time(),
+            task_id=task_id,
+            pipeline_id=pipeline_id,
+        )
+        assert task is not None
+        return str(task["taskId"])
+
+    def attempt(self, task_id: str) -> Attempt:
+        """The attempt ``task_id`` was handed out for: its status, fields and pipeline."""
+        try:
+            return self.service.handed_out[task_id]
+        except KeyError:
+            raise KeyError(f"no task {task_id!r} was handed out here") from None
 
     def cancel_task(self, task_id: str) -> None:
-        """Cancel the task: its next report answers ``canceled: true``."""
-        self._task(task_id).canceled = True
+        """Cancel the task's attempt (SetStatus CANCEL): its next report answers canceled."""
+        attempt = self.attempt(task_id)
+        self.service.set_status(attempt.pipeline_id, [attempt.attempt_id], "CANCEL")
 
     def forget_task(self, task_id: str) -> None:
-        """Drop the task, as when it was reassigned: its reports get TaskNotFoundException."""
-        del self.tasks[self._task(task_id).task_id]
+        """Take the task back as a reassignment does: its reports get TaskNotFoundException."""
+        self.service.forget(task_id)
 
     def delete_pipeline(self, pipeline_id: str) -> None:
         """Delete a pipeline: reports for its tasks get PipelineDeletedException."""
-        self.deleted_pipelines.add(pipeline_id)
+        self.service.delete(pipeline_id)
+
+    def set_terminate(self, terminate: bool = True, *, taskrunner_id: str | None = None) -> None:
+        """What ReportTaskRunnerHeartbeat answers, for every runner or for one."""
+        if taskrunner_id is None:
+            self.service.terminate_all = terminate
+        elif terminate:
+            self.service.terminate_runners.add(taskrunner_id)
+        else:
+            self.service.terminate_runners.discard(taskrunner_id)
 
     def inject(
         self,
@@ -143,16 +194,20 @@ class LocalDataPipeline:
         *,
         operation: str | None = "ReportTaskProgress",
         task_id: str | None = None,
+        pipeline_id: str | None = None,
         times: int | None = 1,
+        probability: float = 1.0,
     ) -> None:
-        """Answer the next ``times`` matching calls (None: every one) with ``fault``."""
-        self.faults.add(fault, operation=operation, task_id=task_id, times=times)
-
-    def _task(self, task_id: str) -> Task:
-        try:
-            return self.tasks[task_id]
-        except KeyError:
-            raise KeyError(f"no task {task_id!r} on this local Data Pipeline") from None
+        """Meet matching calls with ``fault``: the next ``times`` of them (None: all), each
+        with ``probability`` (drawn from the server's ``seed``). None matches anything."""
+        self.faults.add(
+            fault,
+            operation=operation,
+            task_id=task_id,
+            pipeline_id=pipeline_id,
+            times=times,
+            probability=probability,
+        )
 
     # -- reading back -------------------------------------------------------------------------
 
@@ -175,32 +230,30 @@ class LocalDataPipeline:
     # -- the wire -------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith(CONTROL_PREFIX):
+            return await self._control(request)
         try:
             operation, params = await self._read_request(request)
-            fault = self.faults.take(operation, params.get("taskId"))
+            fault = self.faults.take(operation, params.get("taskId"), self._pipeline_of(params))
             self._record(operation, params, _outcome(fault))
             if fault is not None and (response := await self._misbehave(request, fault)):
                 return response
-            return _json_response(200, self._dispatch(operation, params))
+            validate_request(operation, params)
+            now = anyio.current_time()
+            self.service.expire(now)
+            if operation == "PollForTask":
+                return _json_response(200, await self._poll_for_task(params))
+            return _json_response(200, self._dispatch(operation, params, now))
         except ServiceError as error:
             return _error_response(error)
-
-    def _dispatch(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        operations: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-            "ReportTaskProgress": self._report_task_progress,
-        }
-        if operation not in operations:
-            raise ServiceError(
-                "UnknownOperationException", f"{operation} is not supported by this server"
-            )
-        return operations[operation](params)
 
     async def _read_request(self, request: web.Request) -> tuple[str, dict[str, Any]]:
         if request.method != "POST" or request.path != "/":
             raise ServiceError("UnknownOperationException", "requests are POST /", 404)
         target = request.headers.get("X-Amz-Target", "")
-        if not target.startswith(TARGET_PREFIX):
-            raise ServiceError("UnknownOperationException", f"unknown target {target!r}")
+        operation = target.removeprefix(TARGET_PREFIX)
+        if not target.startswith(TARGET_PREFIX) or operation not in operation_names():
+            raise ServiceError("UnknownOperationException", f"unknown operation {target!r}")
         if request.content_type != CONTENT_TYPE:
             raise ServiceError(
                 "SerializationException",
@@ -212,19 +265,30 @@ class LocalDataPipeline:
             )
         try:
             params = json.loads(await request.read() or b"{}")
-        except (ValueError, web.HTTPRequestEntityTooLarge) as error:
+        except web.HTTPRequestEntityTooLarge:
+            raise ServiceError(
+                "SerializationException", f"request body over {MAX_BODY} bytes", 413
+            ) from None
+        except ValueError as error:
             raise ServiceError(
                 "SerializationException", f"body is not valid JSON: {error}"
             ) from None
         if not isinstance(params, dict):
             raise ServiceError("SerializationException", "body must be a JSON object")
-        return target.removeprefix(TARGET_PREFIX), params
+        return operation, params
+
+    def _pipeline_of(self, params: dict[str, Any]) -> str | None:
+        if isinstance(pipeline_id := params.get("pipelineId"), str):
+            return pipeline_id
+        attempt = self.service.handed_out.get(params.get("taskId"))  # type: ignore[arg-type]
+        return attempt.pipeline_id if attempt else None
 
     def _record(self, operation: str, params: dict[str, Any], outcome: str) -> None:
         call = Call(operation, params, anyio.current_time(), outcome)
-        self.calls.append(call)
-        if operation == "ReportTaskProgress" and call.task_id is not None:
-            self._reports.setdefault(call.task_id, []).append(call)
+        if self._record_calls:
+            self.calls.append(call)
+            if operation == "ReportTaskProgress" and call.task_id is not None:
+                self._reports.setdefault(call.task_id, []).append(call)
         self._call_arrived.set()
         self._call_arrived = anyio.Event()
 
@@ -243,20 +307,174 @@ class LocalDataPipeline:
             await self._stopping.wait()
         return web.Response(status=503) if fault.kind is FaultKind.HANG else None
 
-    # -- operations -----------------------------------------------------------------------------
+    async def _poll_for_task(self, params: dict[str, Any]) -> dict[str, Any]:
+        worker_group, hostname = params["workerGroup"], params.get("hostname")
+        give_up_at = anyio.current_time() + self.service.timeouts.poll
+        while True:
+            now = anyio.current_time()
+            self.service.expire(now)
+            task = self.service.take_task(worker_group, hostname, now)
+            if task is not None:
+                return {"taskObject": task}
+            if now >= give_up_at or self._stopping.is_set():
+                return {}
+            # Wake for a new task, or when a lease runs out and may hand one back.
+            lease_ends = self.service.next_deadline()
+            wake_at = give_up_at if lease_ends is None else min(give_up_at, lease_ends)
+            with anyio.CancelScope(deadline=wake_at):
+                await self.service.ready_event(worker_group).wait()
 
-    def _report_task_progress(self, params: dict[str, Any]) -> dict[str, Any]:
-        task_id = params.get("taskId")
-        task = self.tasks.get(task_id) if isinstance(task_id, str) else None
-        if task is None:
-            raise ServiceError("TaskNotFoundException", f"task {task_id!r} not found")
-        if task.pipeline_id in self.deleted_pipelines:
+    def _dispatch(self, operation: str, params: dict[str, Any], now: float) -> dict[str, Any]:
+        handler = getattr(self, f"_op_{operation}", None)
+        if handler is None:
             raise ServiceError(
-                "PipelineDeletedException", f"pipeline {task.pipeline_id} was deleted"
+                "InvalidRequestException",
+                f"{operation} is not emulated by this local Data Pipeline",
             )
-        for field in params.get("fields", []):
-            task.fields[field["key"]] = field.get("stringValue", field.get("refValue", ""))
-        return {"canceled": task.canceled}
+        result: dict[str, Any] = handler(params, now)
+        return result
+
+    # One method per emulated operation, named after it: params in, answer out.
+
+    def _op_CreatePipeline(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        pipeline_id = self.service.create_pipeline(
+            params["name"], params["uniqueId"], params.get("description", ""), params.get("tags")
+        )
+        return {"pipelineId": pipeline_id}
+
+    def _op_PutPipelineDefinition(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        return self.service.put_definition(
+            params["pipelineId"],
+            params["pipelineObjects"],
+            params.get("parameterObjects", []),
+            params.get("parameterValues", []),
+        )
+
+    def _op_ValidatePipelineDefinition(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        return self.service.put_definition(
+            params["pipelineId"],
+            params["pipelineObjects"],
+            params.get("parameterObjects", []),
+            params.get("parameterValues", []),
+            save=False,
+        )
+
+    def _op_GetPipelineDefinition(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        pipeline = self.service.pipeline(params["pipelineId"], "GetPipelineDefinition")
+        return {
+            "pipelineObjects": list(pipeline.objects.values()),
+            "parameterObjects": pipeline.parameter_objects,
+            "parameterValues": pipeline.parameter_values,
+        }
+
+    def _op_ActivatePipeline(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        self.service.activate(params["pipelineId"])
+        return {}
+
+    def _op_DeactivatePipeline(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        self.service.deactivate(params["pipelineId"], params.get("cancelActive", True))
+        return {}
+
+    def _op_DeletePipeline(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        self.service.delete(params["pipelineId"])
+        return {}
+
+    def _op_ListPipelines(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        listed = [p for p in self.service.pipelines.values() if not p.deleted]
+        return {
+            "pipelineIdList": [{"id": p.pipeline_id, "name": p.name} for p in listed],
+            "hasMoreResults": False,
+        }
+
+    def _op_DescribePipelines(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        pipelines = [self.service.pipeline(i, "DescribePipelines") for i in params["pipelineIds"]]
+        return {"pipelineDescriptionList": [_describe_pipeline(p) for p in pipelines]}
+
+    def _op_DescribeObjects(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        pipeline = self.service.pipeline(params["pipelineId"], "DescribeObjects")
+        objects = []
+        for object_id in params["objectIds"]:
+            if object_id in pipeline.attempts:
+                objects.append(pipeline.attempts[object_id].as_object())
+            elif object_id in pipeline.objects:
+                objects.append(pipeline.objects[object_id])
+        return {"pipelineObjects": objects, "hasMoreResults": False}
+
+    def _op_QueryObjects(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        pipeline = self.service.pipeline(params["pipelineId"], "QueryObjects")
+        # The query's selectors are not emulated: every object of the sphere is listed.
+        spheres = {"COMPONENT": pipeline.objects}
+        return {
+            "ids": list(spheres.get(params["sphere"], pipeline.attempts)),
+            "hasMoreResults": False,
+        }
+
+    def _op_SetStatus(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        self.service.set_status(params["pipelineId"], params["objectIds"], params["status"])
+        return {}
+
+    def _op_ReportTaskProgress(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        fields = params.get("fields", [])
+        return {"canceled": self.service.report_progress(params["taskId"], fields, now)}
+
+    def _op_SetTaskStatus(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        self.service.set_task_status(
+            params["taskId"],
+            params["taskStatus"],
+            params.get("errorId"),
+            params.get("errorMessage"),
+            params.get("errorStackTrace"),
+        )
+        return {}
+
+    def _op_ReportTaskRunnerHeartbeat(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        return {"terminate": self.service.runner_heartbeat(params, now)}
+
+    # -- control, for a server in another process ------------------------------------------------
+
+    async def _control(self, request: web.Request) -> web.Response:
+        command = request.path.removeprefix(CONTROL_PREFIX)
+        try:
+            args = json.loads(await request.read() or b"{}")
+            result = self._run_control(command, args)
+        except (KeyError, ValueError, TypeError, ServiceError) as error:
+            return web.json_response({"error": f"{type(error).__name__}: {error}"}, status=400)
+        return web.json_response({"result": result})
+
+    def _run_control(self, command: str, args: dict[str, Any]) -> Any:
+        match command:
+            case "add_task":
+                return self.add_task(**args)
+            case "cancel_task" | "forget_task" | "delete_pipeline" | "set_terminate":
+                getattr(self, command)(**args)
+                return None
+            case "inject":
+                self.inject(Fault.from_json(args.pop("fault")), **args)
+                return None
+            case "clear_faults":
+                self.faults.clear()
+                return None
+            case "calls":
+                return [call.to_json() for call in self.calls]
+            case "attempt":
+                return self.attempt(args["task_id"]).as_object()
+        raise ValueError(f"unknown control command {command!r}")
+
+
+def _describe_pipeline(pipeline: Pipeline) -> dict[str, Any]:
+    fields = [
+        {"key": "name", "stringValue": pipeline.name},
+        {"key": "uniqueId", "stringValue": pipeline.unique_id},
+        {"key": "@pipelineState", "stringValue": pipeline.state},
+        {"key": "@id", "stringValue": pipeline.pipeline_id},
+        {"key": "@sphere", "stringValue": "PIPELINE"},
+    ]
+    description = {"pipelineId": pipeline.pipeline_id, "name": pipeline.name, "fields": fields}
+    if pipeline.description:
+        description["description"] = pipeline.description
+    if pipeline.tags:
+        description["tags"] = pipeline.tags
+    return description
 
 
 def _outcome(fault: Fault | None) -> str:
