@@ -311,10 +311,12 @@ class DataPipelineService:
         under ``task_id`` if given)."""
         queue = self._ready.get(worker_group, [])
         chosen: Attempt | None = None
-        waiting: list[Attempt] = []
-        for attempt in queue:
+        index = 0
+        while index < len(queue):
+            attempt = queue[index]
             if attempt.status is not AttemptStatus.WAITING_FOR_RUNNER or attempt.task_id:
-                continue  # canceled or handed out meanwhile: drop it from the queue
+                del queue[index]  # canceled or handed out meanwhile
+                continue
             pipeline = self.pipelines[attempt.pipeline_id]
             held_back = (
                 pipeline_id not in (None, attempt.pipeline_id)
@@ -322,11 +324,11 @@ class DataPipelineService:
                 or pipeline.state != "SCHEDULED"
                 or attempt.activity_id in pipeline.paused
             )
-            if chosen is None and not held_back:
-                chosen = attempt
-            else:
-                waiting.append(attempt)
-        self._ready[worker_group] = waiting
+            if held_back:
+                index += 1
+                continue
+            chosen = queue.pop(index)
+            break
         if chosen is None:
             return None
         if task_id is not None and task_id in self.tasks:
@@ -379,7 +381,7 @@ class DataPipelineService:
 
     def runner_heartbeat(self, params: dict[str, Any], now: float) -> bool:
         runner_id = params["taskrunnerId"]
-        self.runners[runner_id] = {**params, "lastSeen": now}
+        self.runners[runner_id] = {**self.runners.get(runner_id, {}), **params, "lastSeen": now}
         return self.terminate_all or runner_id in self.terminate_runners
 
     def forget(self, task_id: str) -> None:
