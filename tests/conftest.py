@@ -9,7 +9,7 @@ import pytest_asyncio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from asyncheartbeat.testing import LocalDataPipeline
+from asyncheartbeat.testing import EmulatorProcess, LocalDataPipeline, pytest_plugin
 
 # Distinctive so that a test can prove they never reach a log line.
 ACCESS_KEY = "AKIATESTACCESSKEY42"
@@ -17,22 +17,18 @@ SECRET_KEY = "test-secret-key-must-never-be-logged"
 
 
 def client_config(**overrides: Any) -> AioConfig:
-    """One HTTP call per attempt, so tests count calls; the heartbeat does the retrying."""
-    options: dict[str, Any] = {
-        "retries": {"mode": "standard", "total_max_attempts": 1},
-        "connect_timeout": 2,
-        "read_timeout": 5,
-    }
-    return AioConfig(**(options | overrides))
+    """The plugin's test config (one HTTP call per attempt), with ``overrides``."""
+    config: AioConfig = pytest_plugin.client_config(poll_timeout=90).merge(AioConfig(**overrides))
+    return config
 
 
-@pytest_asyncio.fixture
-async def dp() -> AsyncIterator[LocalDataPipeline]:
-    async with LocalDataPipeline() as server:
-        yield server
+@pytest.fixture
+def dp(local_datapipeline: LocalDataPipeline) -> LocalDataPipeline:
+    """The plugin's local Data Pipeline, under a short name."""
+    return local_datapipeline
 
 
-def datapipeline_client(dp: LocalDataPipeline, config: AioConfig | None = None) -> Any:
+def make_client(dp: LocalDataPipeline | EmulatorProcess, config: AioConfig | None = None) -> Any:
     """An aiobotocore client for ``dp`` (an async context manager)."""
     return get_session().create_client(
         "datapipeline",
@@ -46,7 +42,7 @@ def datapipeline_client(dp: LocalDataPipeline, config: AioConfig | None = None) 
 
 @pytest_asyncio.fixture
 async def client(dp: LocalDataPipeline) -> AsyncIterator[Any]:
-    async with datapipeline_client(dp) as datapipeline:
+    async with make_client(dp) as datapipeline:
         yield datapipeline
 
 

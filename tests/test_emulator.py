@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from asyncheartbeat.testing import Fault, LocalDataPipeline
 
-from .conftest import client_config, datapipeline_client
+from .conftest import client_config, make_client
 
 pytestmark = pytest.mark.asyncio
 
@@ -73,7 +73,7 @@ async def fast_dp() -> AsyncIterator[LocalDataPipeline]:
 
 @pytest_asyncio.fixture
 async def fast_client(fast_dp: LocalDataPipeline) -> AsyncIterator[Any]:
-    async with datapipeline_client(fast_dp) as client:
+    async with make_client(fast_dp) as client:
         yield client
 
 
@@ -368,7 +368,7 @@ async def test_requests_are_checked_against_the_model(
     dp: LocalDataPipeline, params: dict[str, Any], code: str, message: str
 ) -> None:
     """A client that skips its own validation meets the service's: code and AWS's wording."""
-    async with datapipeline_client(dp, client_config(parameter_validation=False)) as client:
+    async with make_client(dp, client_config(parameter_validation=False)) as client:
         with pytest.raises(ClientError) as caught:
             await client.report_task_progress(**params)
     error = caught.value.response["Error"]
@@ -378,7 +378,7 @@ async def test_requests_are_checked_against_the_model(
 
 async def test_enum_members_are_checked(dp: LocalDataPipeline) -> None:
     """A taskStatus outside the model's enum is a ValidationException naming the values."""
-    async with datapipeline_client(dp, client_config(parameter_validation=False)) as client:
+    async with make_client(dp, client_config(parameter_validation=False)) as client:
         call = client.set_task_status(taskId="t", taskStatus="DONE")
         with pytest.raises(ClientError, match=r"enum value set: \[FINISHED, FAILED, FALSE\]"):
             await call
@@ -388,7 +388,7 @@ async def test_faults_can_be_scoped_to_a_pipeline_and_drawn_by_seed(client: Any)
     """A seeded probabilistic fault on one pipeline gives the same outcomes every run."""
 
     async def outcomes(seed: int) -> list[str]:
-        async with LocalDataPipeline(seed=seed) as dp, datapipeline_client(dp) as c:
+        async with LocalDataPipeline(seed=seed) as dp, make_client(dp) as c:
             hit, spared = dp.add_task(), dp.add_task()
             dp.inject(
                 Fault.error("ThrottlingException"),
@@ -441,7 +441,7 @@ async def test_thousands_of_concurrent_polls_each_get_one_task(
     # One connection more than the pollers hold, for the activation. Client and server share
     # this process, so 2,000 connects take a while to be accepted.
     config = client_config(max_pool_connections=count + 1, connect_timeout=30, read_timeout=30)
-    async with datapipeline_client(dp, config) as client:
+    async with make_client(dp, config) as client:
         pipeline_id = await make_pipeline(
             client, *[activity(f"A{n}") for n in range(count)], activate=False
         )

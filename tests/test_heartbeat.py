@@ -14,7 +14,7 @@ from botocore import UNSIGNED
 from asyncheartbeat import CancelReason, Heartbeat, TaskCancelled, run_with_heartbeat
 from asyncheartbeat.testing import Fault, LocalDataPipeline
 
-from .conftest import ACCESS_KEY, SECRET_KEY, client_config, datapipeline_client
+from .conftest import ACCESS_KEY, SECRET_KEY, client_config, make_client
 
 pytestmark = pytest.mark.asyncio
 
@@ -241,7 +241,7 @@ async def test_fatal_answers_stop_the_work_with_their_reason(
 async def test_unsigned_requests_are_rejected(dp: LocalDataPipeline) -> None:
     """A client without credentials is refused by the service: REJECTED, naming the error."""
     task_id = dp.add_task()
-    async with datapipeline_client(dp, client_config(signature_version=UNSIGNED)) as unsigned:
+    async with make_client(dp, client_config(signature_version=UNSIGNED)) as unsigned:
         with pytest.raises(TaskCancelled) as caught:
             async with Heartbeat(unsigned, task_id, **FAST):
                 pytest.fail("the body ran")
@@ -323,7 +323,7 @@ async def test_call_timeout_includes_botocores_own_retries(dp: LocalDataPipeline
     """A client that retries inside one call is still cut off by call_timeout."""
     task_id = dp.add_task()
     retrying = client_config(retries={"mode": "standard", "total_max_attempts": 10})
-    async with datapipeline_client(dp, retrying) as client:
+    async with make_client(dp, retrying) as client:
         with anyio.fail_after(2), pytest.raises(TaskCancelled) as caught:
             async with Heartbeat(
                 client, task_id, interval=0.1, lease_timeout=0.5, call_timeout=0.15

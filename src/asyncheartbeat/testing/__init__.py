@@ -3,6 +3,7 @@
 from ._errors import ServiceError
 from ._faults import Fault, FaultKind
 from ._mock import MockClient, MockServiceError
+from ._process import EmulatorProcess
 from ._server import Call, LocalDataPipeline
 from ._service import Attempt, AttemptStatus, Timeouts
 
@@ -10,6 +11,7 @@ __all__ = [
     "Attempt",
     "AttemptStatus",
     "Call",
+    "EmulatorProcess",
     "Fault",
     "FaultKind",
     "LocalDataPipeline",

@@ -1,0 +1,111 @@
+"""The emulator as a command and as a process of its own, and the pytest plugin's fixtures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import anyio
+import pytest
+
+from asyncheartbeat import CancelReason, Heartbeat, TaskCancelled
+from asyncheartbeat._cli import main
+from asyncheartbeat.testing import EmulatorProcess, Fault, LocalDataPipeline
+
+from .conftest import make_client
+
+
+@pytest.mark.asyncio
+async def test_a_heartbeat_against_an_emulator_process() -> None:
+    """In its own process, the emulator is driven through the same moves, awaited."""
+    async with EmulatorProcess(seed=1) as dp:
+        task_id = await dp.add_task()
+        await dp.inject(Fault.error("ThrottlingException"), task_id=task_id)
+        async with make_client(dp) as client:
+            with anyio.fail_after(5), pytest.raises(TaskCancelled) as caught:
+                async with Heartbeat(client, task_id, interval=0.1, lease_timeout=1) as hb:
+                    hb.set_field("stage", "copy")
+                    await hb.beat()
+                    await dp.cancel_task(task_id)
+                    await anyio.sleep_forever()
+        assert caught.value.reason is CancelReason.REQUESTED
+        outcomes = [c.outcome for c in await dp.calls() if c.task_id == task_id]
+        assert outcomes[:2] == ["error:ThrottlingException", "answered"]
+        attempt = await dp.attempt(task_id)
+        fields = {f["key"]: f.get("stringValue") for f in attempt["fields"]}
+        assert (fields["@status"], fields["stage"]) == ("CANCELED", "copy")
+        pid = dp.pid
+    assert not still_running(pid)
+
+
+def still_running(pid: int) -> bool:
+    """Whether ``pid`` still runs (signal 0 asks without touching it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.asyncio
+async def test_a_refused_control_move_says_why() -> None:
+    """A move the emulator cannot make raises naming the problem."""
+    async with EmulatorProcess() as dp:
+        with pytest.raises(ValueError, match="no task 'nope'"):
+            await dp.cancel_task("nope")
+
+
+def test_bad_process_options_are_refused_before_starting() -> None:
+    """Timeouts are checked in this process, not discovered in the child's stderr."""
+    with pytest.raises(ValueError, match="poll timeout"):
+        EmulatorProcess(poll_timeout=0)
+
+
+def test_the_command_refuses_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    """Wrong options exit with status 2 and a message naming the option."""
+    for argv, word in (
+        (["emulator", "--port", "70000"], "--port"),
+        (["emulator", "--poll-timeout", "-1"], "--poll-timeout"),
+        (["emulator", "--ack-timeout", "soon"], "--ack-timeout"),
+        ([], "COMMAND"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+        assert word in capsys.readouterr().err
+
+
+def test_the_command_says_when_it_cannot_listen(capsys: pytest.CaptureFixture[str]) -> None:
+    """An address that cannot be bound is an error message and exit status 1, not a traceback."""
+    assert main(["emulator", "--host", "192.0.2.1"]) == 1
+    assert "cannot serve on 192.0.2.1:0" in capsys.readouterr().err
+
+
+def test_python_dash_m_serves_and_stops_on_sigterm() -> None:
+    """`python -m asyncheartbeat emulator` prints its URL first and exits 0 on SIGTERM."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "asyncheartbeat", "emulator"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.local_datapipeline(report_timeout=0.3, poll_timeout=0.2)
+async def test_the_plugin_fixtures_give_a_server_and_a_client(
+    local_datapipeline: LocalDataPipeline, datapipeline_client: Any
+) -> None:
+    """The pytest11 fixtures serve a local Data Pipeline, with the marker's options."""
+    assert local_datapipeline.service.timeouts.report == 0.3
+    task_id = local_datapipeline.add_task()
+    answer = await datapipeline_client.report_task_progress(taskId=task_id)
+    assert answer["canceled"] is False
+    assert "taskObject" not in await datapipeline_client.poll_for_task(workerGroup="none")
