@@ -433,6 +433,7 @@ async def test_boto3_drives_the_same_lifecycle(dp: LocalDataPipeline) -> None:
         assert await anyio.to_thread.run_sync(lifecycle) == (False, True)
 
 
+@pytest.mark.slow
 async def test_thousands_of_concurrent_polls_each_get_one_task(
     dp: LocalDataPipeline,
 ) -> None:

@@ -1,0 +1,77 @@
+"""The AWS CLI transcript in the docs is true: the test suite runs it and compares."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asyncheartbeat.testing import EmulatorProcess
+
+DOC = Path(__file__).parent.parent / "docs" / "local-data-pipeline.md"
+DOC_PORT = "4599"
+# What differs from run to run: when the pipeline was made, and the task ids.
+VARYING = [
+    (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"), "<time>"),
+    (re.compile(r"task '[A-Za-z0-9_-]{43}'"), "task '<task id>'"),
+]
+
+
+def code_block(text: str, language: str) -> str:
+    match = re.search(rf"```{language}\n(.*?)```", text, re.DOTALL)
+    assert match, f"no {language} block in {DOC.name}"
+    return match.group(1)
+
+
+def transcript(block: str) -> list[tuple[str, str]]:
+    """(command, expected output) pairs from a console block."""
+    steps: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        else:
+            steps[-1][1].append(line)
+    return [(command, "\n".join(output)) for command, output in steps]
+
+
+def normalized(text: str, port: str) -> str:
+    text = text.replace(port, DOC_PORT)
+    for pattern, replacement in VARYING:
+        text = pattern.sub(replacement, text)
+    return text.strip()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_the_aws_cli_transcript_is_true(tmp_path: Path) -> None:
+    """Each command of the transcript, run by the real AWS CLI, prints what the docs show."""
+    text = DOC.read_text()
+    (tmp_path / "nightly.json").write_text(code_block(text, "json"))
+    steps = transcript(code_block(text, "console"))
+    bin_dir = Path(sys.executable).parent
+    assert shutil.which("aws", path=str(bin_dir)), "the AWS CLI comes with the test extra"
+
+    async with EmulatorProcess() as dp:
+        port = dp.url.rsplit(":", 1)[1]
+        marker = "@@@ step {} @@@"
+        script = "\n".join(
+            f"echo '{marker.format(n)}'\n{command.replace(DOC_PORT, port)} 2>&1"
+            for n, (command, _) in enumerate(steps)
+        )
+        result = subprocess.run(  # noqa: ASYNC221 - the emulator serves from its own process
+            ["bash", "-c", script],
+            cwd=tmp_path,
+            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    outputs = re.split(r"@@@ step \d+ @@@\n?", result.stdout)[1:]
+    assert len(outputs) == len(steps), result.stdout + result.stderr
+    for (command, expected), actual in zip(steps, outputs, strict=True):
+        assert normalized(actual, port) == normalized(expected, DOC_PORT), command
