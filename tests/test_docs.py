@@ -12,7 +12,9 @@ import pytest
 
 from asyncheartbeat.testing import EmulatorProcess
 
-DOC = Path(__file__).parent.parent / "docs" / "local-data-pipeline.md"
+HERE = Path(__file__).parent
+DOC = HERE.parent / "docs" / "local-data-pipeline.md"
+TESTING_GUIDE = HERE.parent / "docs" / "testing.md"
 DOC_PORT = "4599"
 # What differs from run to run: when the pipeline was made, and the task ids.
 VARYING = [
@@ -75,3 +77,10 @@ async def test_the_aws_cli_transcript_is_true(tmp_path: Path) -> None:
     assert len(outputs) == len(steps), result.stdout + result.stderr
     for (command, expected), actual in zip(steps, outputs, strict=True):
         assert normalized(actual, port) == normalized(expected, DOC_PORT), command
+
+
+def test_the_testing_guide_shows_tests_that_run() -> None:
+    """Each example in the testing guide is, verbatim, a test module of this suite."""
+    blocks = re.findall(r"```python\n(.*?)```", TESTING_GUIDE.read_text(), re.DOTALL)
+    modules = [HERE / "test_testing_guide.py", HERE / "test_testing_guide_virtual_time.py"]
+    assert blocks == [module.read_text() for module in modules]
