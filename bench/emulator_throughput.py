@@ -28,7 +28,7 @@ HEADERS = {
     "X-Amz-Target": "DataPipeline.ReportTaskProgress",
     "Content-Type": "application/x-amz-json-1.1",
     # The emulator asks for a SigV4 header but does not check the signature.
-    "Authorization": "AWS4-HMAC-SHA256 Credential=bench/20261122/us-east-1/datapipeline/aws4_request",
+    "Authorization": "AWS4-HMAC-SHA256 Credential=bench/20261122/us-east-1/datapipeline/req",
 }
 
 
@@ -74,9 +74,7 @@ async def measure(args: argparse.Namespace) -> list[tuple[str, float, float]]:
 
             rows.append(await run("raw aiohttp POST", raw, dp.pid, args, task_ids))
 
-        config = AioConfig(
-            retries={"total_max_attempts": 1}, max_pool_connections=args.concurrency
-        )
+        config = AioConfig(retries={"total_max_attempts": 1}, max_pool_connections=args.concurrency)
         async with get_session().create_client(
             "datapipeline",
             region_name="us-east-1",
