@@ -38,9 +38,8 @@ class EmulatorProcess:
         seed: int | None = None,
         record_calls: bool = True,
     ) -> None:
-        Timeouts(
-            ack_timeout, report_timeout, poll_timeout
-        )  # refuse bad values here, not in the child
+        # Bad values are refused here, not discovered in the child's stderr.
+        Timeouts(ack_timeout, report_timeout, poll_timeout)
         self._command = [
             sys.executable, "-m", "asyncheartbeat", "emulator",
             "--host", host, "--port", str(port),
