@@ -143,6 +143,16 @@ async def test_a_failed_task_is_retried_up_to_maximum_retries(fast_client: Any) 
     assert listed["ids"] == attempts
 
 
+async def test_a_precondition_answered_false_ends_its_attempt(client: Any) -> None:
+    """SetTaskStatus FALSE (for preconditions) ends the attempt as FALSE, with no retry."""
+    pipeline_id = await make_pipeline(client)
+    task = (await client.poll_for_task(workerGroup=WORKER_GROUP))["taskObject"]
+    await client.set_task_status(taskId=task["taskId"], taskStatus="FALSE")
+    assert (await describe(client, pipeline_id, task["attemptId"]))["@status"] == "FALSE"
+    listed = await client.query_objects(pipelineId=pipeline_id, sphere="ATTEMPT")
+    assert listed["ids"] == [task["attemptId"]]
+
+
 async def test_error_ids_reserved_for_the_service_are_refused(client: Any) -> None:
     """errorId must not start with Service_, as the API reference says."""
     await make_pipeline(client)
