@@ -195,6 +195,19 @@ async def test_a_silent_task_becomes_a_new_attempt(
     )
 
 
+async def test_a_forgotten_task_is_ready_again_as_a_new_attempt(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """forget_task acts as a lease running out: TaskNotFound for the holder, a new attempt."""
+    task_id = dp.add_task(worker_group=WORKER_GROUP)
+    await client.report_task_progress(taskId=task_id)
+    dp.forget_task(task_id)
+    assert await error_code(client.report_task_progress(taskId=task_id)) == "TaskNotFoundException"
+    task = (await client.poll_for_task(workerGroup=WORKER_GROUP))["taskObject"]
+    assert task["attemptId"].endswith("Attempt=2")
+    assert dp.attempt(task_id).status == "TIMEDOUT"
+
+
 async def test_reports_keep_the_lease(fast_dp: LocalDataPipeline, fast_client: Any) -> None:
     """A task reported on more often than its report timeout stays with its runner."""
     await make_pipeline(fast_client)

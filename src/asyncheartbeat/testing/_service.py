@@ -116,6 +116,13 @@ class Attempt:
     def canceled(self) -> bool:
         return self.status is AttemptStatus.CANCELED
 
+    def record(self, fields: list[dict[str, str]]) -> None:
+        """Keep the latest value of each reported field, string or reference."""
+        for item in fields:
+            kind = "stringValue" if "stringValue" in item else "refValue"
+            self.fields[item["key"]] = item[kind]
+            self._field_kinds[item["key"]] = kind
+
     @property
     def acknowledged(self) -> bool:
         return self.last_report_at is not None
@@ -351,10 +358,7 @@ class DataPipelineService:
             # The lease now runs on the report timeout, which may end before the ack timeout.
             self._lease(attempt, now + attempt.report_timeout)
         attempt.last_report_at = now
-        for item in fields:
-            kind = "stringValue" if "stringValue" in item else "refValue"
-            attempt.fields[item["key"]] = item.get(kind, "")
-            attempt._field_kinds[item["key"]] = kind
+        attempt.record(fields)
         return False
 
     def set_task_status(
@@ -385,10 +389,8 @@ class DataPipelineService:
         return self.terminate_all or runner_id in self.terminate_runners
 
     def forget(self, task_id: str) -> None:
-        """Take a task back from its runner, as a reassignment does."""
-        attempt = self._held(task_id, "")
-        del self.tasks[task_id]
-        attempt.status = AttemptStatus.TIMEDOUT
+        """Take a task back from its runner now, as a lease running out does."""
+        self._reassign(self._held(task_id, ""))
 
     # -- leases ---------------------------------------------------------------------------------
 
@@ -402,18 +404,22 @@ class DataPipelineService:
             if deadline > now:
                 self._lease(attempt, deadline)  # renewed by reports since: look again then
                 continue
-            del self.tasks[attempt.task_id]
-            attempt.task_id = None
-            if attempt.acknowledged:
-                attempt.status = AttemptStatus.TIMEDOUT
-                self._new_attempt(
-                    self.pipelines[attempt.pipeline_id], attempt.activity_id, attempt.number + 1
-                )
-            else:
-                # Never acknowledged: the same attempt is handed out again.
-                attempt.handed_out_at = None
-                self._ready.setdefault(attempt.worker_group, []).insert(0, attempt)
-                self._notify_ready(attempt.worker_group)
+            self._reassign(attempt)
+
+    def _reassign(self, attempt: Attempt) -> None:
+        """The runner lost the task: its task id is void and the work is ready again."""
+        assert attempt.task_id is not None
+        del self.tasks[attempt.task_id]
+        attempt.task_id = None
+        if attempt.acknowledged:
+            attempt.status = AttemptStatus.TIMEDOUT
+            pipeline = self.pipelines[attempt.pipeline_id]
+            self._new_attempt(pipeline, attempt.activity_id, attempt.number + 1)
+        else:
+            # Never acknowledged: the same attempt is handed out again.
+            attempt.handed_out_at = None
+            self._ready.setdefault(attempt.worker_group, []).insert(0, attempt)
+            self._notify_ready(attempt.worker_group)
 
     def next_deadline(self) -> float | None:
         return self._leases[0][0] if self._leases else None
