@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 
 from asyncheartbeat.testing import EmulatorProcess, LocalDataPipeline, pytest_plugin
 
@@ -30,7 +29,7 @@ def dp(local_datapipeline: LocalDataPipeline) -> LocalDataPipeline:
 
 def make_client(dp: LocalDataPipeline | EmulatorProcess, config: AioConfig | None = None) -> Any:
     """An aiobotocore client for ``dp`` (an async context manager)."""
-    return get_session().create_client(
+    return pytest_plugin.botocore_session().create_client(
         "datapipeline",
         region_name="us-east-1",
         endpoint_url=dp.url,
