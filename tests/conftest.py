@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
+import anyio
 import pytest
 import pytest_asyncio
 from aiobotocore.config import AioConfig
@@ -19,6 +20,37 @@ def client_config(**overrides: Any) -> AioConfig:
     """The plugin's test config (one HTTP call per attempt), with ``overrides``."""
     config: AioConfig = pytest_plugin.client_config(poll_timeout=90).merge(AioConfig(**overrides))
     return config
+
+
+class RecordingClient:
+    """A real client, with a note of when each report was sent and whether it was answered.
+
+    The heartbeat's schedule is about when it sends; the server only sees arrivals, which
+    transit and a busy event loop delay, and answers the client may have given up on.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.sent: dict[str, list[tuple[float, bool]]] = {}
+
+    async def report_task_progress(
+        self, *, taskId: str, fields: list[dict[str, str]]
+    ) -> Mapping[str, Any]:
+        record = self.sent.setdefault(taskId, [])
+        sent_at = anyio.current_time()
+        try:
+            response: Mapping[str, Any] = await self._client.report_task_progress(
+                taskId=taskId, fields=fields
+            )
+        except BaseException:
+            record.append((sent_at, False))
+            raise
+        record.append((sent_at, isinstance(response.get("canceled"), bool)))
+        return response
+
+    def answered(self, task_id: str) -> list[float]:
+        """When the reports for ``task_id`` that got an answer were sent."""
+        return [sent_at for sent_at, answered in self.sent.get(task_id, []) if answered]
 
 
 @pytest.fixture

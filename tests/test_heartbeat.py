@@ -14,7 +14,7 @@ from botocore import UNSIGNED
 from asyncheartbeat import CancelReason, Heartbeat, TaskCancelled, run_with_heartbeat
 from asyncheartbeat.testing import Fault, LocalDataPipeline
 
-from .conftest import ACCESS_KEY, SECRET_KEY, client_config, make_client
+from .conftest import ACCESS_KEY, SECRET_KEY, RecordingClient, client_config, make_client
 
 pytestmark = pytest.mark.asyncio
 
@@ -106,16 +106,16 @@ async def test_acknowledgement_gives_up_when_the_lease_runs_out(
 async def test_reports_follow_a_fixed_rate_from_the_acknowledgement(
     dp: LocalDataPipeline, client: Any
 ) -> None:
-    """Report k arrives k intervals after the acknowledgement, without drift."""
+    """Report k is sent k intervals after the acknowledgement, without drift."""
     task_id = dp.add_task()
+    recording = RecordingClient(client)
     with anyio.fail_after(3):
-        async with Heartbeat(client, task_id, interval=0.05, lease_timeout=0.5) as hb:
-            acknowledged = hb.last_success
-            reports = await dp.wait_for_reports(task_id, 11)
-    assert acknowledged is not None
-    offsets = [c.received_at - acknowledged - k * 0.05 for k, c in enumerate(reports[:11])][1:]
-    # Each report arrives just after its slot; no drift: the tenth as close as the first.
-    assert all(0 < offset < 0.04 for offset in offsets), offsets
+        async with Heartbeat(recording, task_id, interval=0.05, lease_timeout=0.5):
+            await dp.wait_for_reports(task_id, 11)
+    sent = recording.answered(task_id)
+    offsets = [at - sent[0] - k * 0.05 for k, at in enumerate(sent[:11])]
+    # Each report leaves just after its slot; no drift: the tenth as close as the first.
+    assert all(0 <= offset < 0.03 for offset in offsets), offsets
 
 
 async def test_a_slow_call_does_not_push_the_schedule_back(
@@ -123,14 +123,14 @@ async def test_a_slow_call_does_not_push_the_schedule_back(
 ) -> None:
     """Reports answered slowly still start on the acknowledgement's grid."""
     task_id = dp.add_task()
+    recording = RecordingClient(client)
     with anyio.fail_after(3):
-        async with Heartbeat(client, task_id, interval=0.1, lease_timeout=0.6) as hb:
-            acknowledged = hb.last_success
+        async with Heartbeat(recording, task_id, interval=0.1, lease_timeout=0.6):
             dp.inject(Fault.delay(0.07), task_id=task_id, times=3)
-            reports = await dp.wait_for_reports(task_id, 6)
-    assert acknowledged is not None
-    offsets = [c.received_at - acknowledged - k * 0.1 for k, c in enumerate(reports[:6])][1:]
-    assert all(0 < offset < 0.04 for offset in offsets), offsets
+            await dp.wait_for_reports(task_id, 6)
+    sent = recording.answered(task_id)
+    offsets = [at - sent[0] - k * 0.1 for k, at in enumerate(sent[:6])]
+    assert all(0 <= offset < 0.03 for offset in offsets), offsets
 
 
 # 3. Cancel on request ---------------------------------------------------------------------

@@ -38,7 +38,8 @@ class Call:
     params: dict[str, Any]
     #: anyio clock time of arrival.
     received_at: float
-    #: What the server did: "answered", "error:<Code>", "hang", "drop", "malformed".
+    #: What the server did: "answered", "delay" (answered late), "error:<Code>", "hang",
+    #: "drop", "malformed".
     outcome: str
 
     @property
@@ -478,7 +479,7 @@ def _describe_pipeline(pipeline: Pipeline) -> dict[str, Any]:
 
 
 def _outcome(fault: Fault | None) -> str:
-    if fault is None or fault.kind is FaultKind.DELAY:
+    if fault is None:
         return "answered"
     if fault.kind is FaultKind.ERROR:
         return f"error:{fault.code}"
