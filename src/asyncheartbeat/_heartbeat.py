@@ -78,6 +78,8 @@ class Heartbeat:
         self._answered_version = -1
         self._in_flight: tuple[int, int] | None = None  # (attempt, fields version)
         self._beat_wanted_by = 0  # the attempt number the most demanding beat() waits for
+        self._sleep_scope: anyio.CancelScope | None = None  # the keep-alive task's, between reports
+        self._progress: anyio.Event | None = None  # set when a report is answered or it all ends
         self._crash: BaseException | None = None
 
     def __repr__(self) -> str:
@@ -121,8 +123,6 @@ class Heartbeat:
         if self._state is not _State.NEW:
             raise RuntimeError("a Heartbeat can be entered only once: create one per task run")
         self._state = _State.ACKNOWLEDGING
-        self._progress = anyio.Event()
-        self._wake = anyio.Event()
         try:
             anchor = await self._acknowledge()
             task_group = anyio.create_task_group()
@@ -206,12 +206,15 @@ class Heartbeat:
         else:
             wanted = self._attempts_started + 1
         self._beat_wanted_by = max(self._beat_wanted_by, wanted)
-        self._wake.set()
+        if self._sleep_scope is not None:
+            self._sleep_scope.cancel()
         while (
             self._last_answered_attempt < wanted
             and self._state is _State.RUNNING
             and self.cancel_reason is None
         ):
+            if self._progress is None:
+                self._progress = anyio.Event()
             await self._progress.wait()
         if self.cancel_reason is not None:
             # Called from the body, the body's own cancellation is delivered right here;
@@ -245,12 +248,16 @@ class Heartbeat:
 
     async def _sleep_until_due(self, due: float) -> float:
         """Sleep until ``due``; return it, or the current time if a beat() wants a report now."""
-        with anyio.CancelScope(deadline=due):
-            while self._beat_wanted_by <= self._last_answered_attempt:
-                self._wake = anyio.Event()
-                await self._wake.wait()
-            return anyio.current_time()
-        return due
+        if self._beat_wanted_by <= self._last_answered_attempt:
+            # A plain timer; beat() cancels this scope to wake the loop early. A deadline on
+            # the scope would wake it by cancellation, costing an exception every report.
+            with anyio.CancelScope() as scope:
+                self._sleep_scope = scope
+                await anyio.sleep_until(due)
+            self._sleep_scope = None
+            if not scope.cancel_called:
+                return due
+        return anyio.current_time()
 
     def _warn_if_late(self, due: float) -> None:
         late = anyio.current_time() - due
@@ -277,6 +284,7 @@ class Heartbeat:
             anchor = planned if failures == 0 else now
             cut_by_deadline = deadline < now + timing.call_timeout
             result = await self._attempt(
+                now,
                 min(now + timing.call_timeout, deadline),
                 anchor,
                 limit="the deadline" if cut_by_deadline else "call_timeout",
@@ -310,13 +318,15 @@ class Heartbeat:
             await anyio.sleep_until(retry_at)
         return last or Failure("the deadline passed before a report could be sent")
 
-    async def _attempt(self, deadline: float, anchor: float, limit: str) -> Answer | Failure:
-        """Send one ReportTaskProgress, cut off at ``deadline`` (which ``limit`` names)."""
+    async def _attempt(
+        self, sent_at: float, deadline: float, anchor: float, limit: str
+    ) -> Answer | Failure:
+        """Send one ReportTaskProgress now (``sent_at``), cut off at ``deadline``, which
+        ``limit`` names."""
         self._attempts_started += 1
         attempt = self._attempts_started
         version = self._fields.version
         self._in_flight = (attempt, version)
-        sent_at = anyio.current_time()
         try:
             with anyio.CancelScope(deadline=deadline) as scope:
                 response = await self._client.report_task_progress(
@@ -394,8 +404,9 @@ class Heartbeat:
         return TaskCancelled(self.task_id, self.cancel_reason, self._cancel_detail)
 
     def _wake_waiters(self) -> None:
-        self._progress.set()
-        self._progress = anyio.Event()
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None
 
 
 async def run_with_heartbeat(
