@@ -19,8 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from _client import bench_client
 
 from asyncheartbeat.testing import EmulatorProcess
 
@@ -74,15 +73,7 @@ async def measure(args: argparse.Namespace) -> list[tuple[str, float, float]]:
 
             rows.append(await run("raw aiohttp POST", raw, dp.pid, args, task_ids))
 
-        config = AioConfig(retries={"total_max_attempts": 1}, max_pool_connections=args.concurrency)
-        async with get_session().create_client(
-            "datapipeline",
-            region_name="us-east-1",
-            endpoint_url=dp.url,
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-            config=config,
-        ) as client:
+        async with bench_client(dp.url, args.concurrency) as client:
 
             async def botocore(task_id: str) -> None:
                 await client.report_task_progress(taskId=task_id, fields=fields)

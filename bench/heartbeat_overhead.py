@@ -19,35 +19,22 @@ import time
 from typing import Any
 
 import anyio
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from _client import bench_client
 
 from asyncheartbeat import Heartbeat
 from asyncheartbeat.testing import EmulatorProcess
 
 FIELDS = [{"key": "rowsCopied", "stringValue": "12345"}]
+# Far below a call's duration: the next report leaves as soon as one is answered.
+INTERVAL = 0.0001
 
 
-async def bare(client: Any, task_ids: list[str], seconds: float) -> int:
+async def bare(
+    client: Any, task_ids: list[str], seconds: float, *, sleep_to_grid: bool = False
+) -> int:
+    """Callers reporting back to back, or sleeping until the next slot of a grid in between
+    (the wait any heartbeat has)."""
     count = 0
-    stop_at = anyio.current_time() + seconds
-
-    async def caller(task_id: str) -> None:
-        nonlocal count
-        while anyio.current_time() < stop_at:
-            await client.report_task_progress(taskId=task_id, fields=FIELDS)
-            count += 1
-
-    async with anyio.create_task_group() as tg:
-        for task_id in task_ids:
-            tg.start_soon(caller, task_id)
-    return count
-
-
-async def bare_on_a_grid(client: Any, task_ids: list[str], seconds: float) -> int:
-    """The bare loop with the heartbeat's own wait: sleep until the next slot of a grid."""
-    count = 0
-    interval = 0.0001
     stop_at = anyio.current_time() + seconds
 
     async def caller(task_id: str) -> None:
@@ -56,8 +43,9 @@ async def bare_on_a_grid(client: Any, task_ids: list[str], seconds: float) -> in
         while anyio.current_time() < stop_at:
             await client.report_task_progress(taskId=task_id, fields=FIELDS)
             count += 1
-            due = max(due + interval, anyio.current_time())
-            await anyio.sleep_until(due)
+            if sleep_to_grid:
+                due = max(due + INTERVAL, anyio.current_time())
+                await anyio.sleep_until(due)
 
     async with anyio.create_task_group() as tg:
         for task_id in task_ids:
@@ -65,14 +53,17 @@ async def bare_on_a_grid(client: Any, task_ids: list[str], seconds: float) -> in
     return count
 
 
+async def bare_on_a_grid(client: Any, task_ids: list[str], seconds: float) -> int:
+    return await bare(client, task_ids, seconds, sleep_to_grid=True)
+
+
 async def heartbeats(client: Any, task_ids: list[str], seconds: float) -> int:
     count = 0
 
     async def guarded(task_id: str) -> None:
         nonlocal count
-        # An interval far below a call's duration: the next report leaves once one is answered.
         async with Heartbeat(
-            client, task_id, interval=0.0001, lease_timeout=60, call_timeout=10, fields=FIELDS
+            client, task_id, interval=INTERVAL, lease_timeout=60, call_timeout=10, fields=FIELDS
         ) as hb:
             await anyio.sleep(seconds)
         count += hb.beats
@@ -92,15 +83,7 @@ async def measure(args: argparse.Namespace) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {label: [] for label in runs}
     async with EmulatorProcess(record_calls=False) as dp:
         task_ids = [await dp.add_task() for _ in range(args.callers)]
-        config = AioConfig(retries={"total_max_attempts": 1}, max_pool_connections=args.callers)
-        async with get_session().create_client(
-            "datapipeline",
-            region_name="us-east-1",
-            endpoint_url=dp.url,
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-            config=config,
-        ) as client:
+        async with bench_client(dp.url, args.callers) as client:
             await bare(client, task_ids, 1.0)  # warm up connections and caches
             for _ in range(args.rounds):
                 for label, run in runs.items():
