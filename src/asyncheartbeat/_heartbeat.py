@@ -296,25 +296,16 @@ class Heartbeat:
             if not (cut_by_deadline and result.timed_out and last is not None):
                 last = result
             now = anyio.current_time()
-            retry_at = now + timing.backoff(failures)
-            if retry_at < deadline:
-                logger.warning(
-                    "report for task %r failed (%s); attempt %d, next in %.3f s",
-                    self.task_id,
-                    result.description,
-                    failures,
-                    retry_at - now,
-                )
-            else:
-                logger.warning(
-                    "report for task %r failed (%s); attempt %d, no time for another in the "
-                    "%.3f s left",
-                    self.task_id,
-                    result.description,
-                    failures,
-                    deadline - now,
-                )
-                retry_at = deadline
+            retry_at = min(now + timing.backoff(failures), deadline)
+            logger.warning(
+                "report for task %r failed (%s); attempt %d, %s",
+                self.task_id,
+                result.description,
+                failures,
+                f"next in {retry_at - now:.3f} s"
+                if retry_at < deadline
+                else f"no time for another in the {deadline - now:.3f} s left",
+            )
             await anyio.sleep_until(retry_at)
         return last or Failure("the deadline passed before a report could be sent")
 

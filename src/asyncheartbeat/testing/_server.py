@@ -243,7 +243,7 @@ class LocalDataPipeline:
             now = anyio.current_time()
             self.service.expire(now)
             if operation == "PollForTask":
-                return _json_response(200, await self._poll_for_task(params))
+                return _json_response(200, await self._poll_for_task(params, now))
             return _json_response(200, self._dispatch(operation, params, now))
         except ServiceError as error:
             return _error_response(error)
@@ -308,12 +308,10 @@ class LocalDataPipeline:
             await self._stopping.wait()
         return web.Response(status=503) if fault.kind is FaultKind.HANG else None
 
-    async def _poll_for_task(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _poll_for_task(self, params: dict[str, Any], now: float) -> dict[str, Any]:
         worker_group, hostname = params["workerGroup"], params.get("hostname")
-        give_up_at = anyio.current_time() + self.service.timeouts.poll
+        give_up_at = now + self.service.timeouts.poll
         while True:
-            now = anyio.current_time()
-            self.service.expire(now)
             task = self.service.take_task(worker_group, hostname, now)
             if task is not None:
                 return {"taskObject": task}
@@ -324,6 +322,8 @@ class LocalDataPipeline:
             wake_at = give_up_at if lease_ends is None else min(give_up_at, lease_ends)
             with anyio.CancelScope(deadline=wake_at):
                 await self.service.ready_event(worker_group).wait()
+            now = anyio.current_time()
+            self.service.expire(now)
 
     def _dispatch(self, operation: str, params: dict[str, Any], now: float) -> dict[str, Any]:
         handler = getattr(self, f"_op_{operation}", None)

@@ -245,12 +245,13 @@ class DataPipelineService:
                 "InvalidRequestException", f"pipeline {pipeline_id} has no definition"
             )
         pipeline.state = "SCHEDULED"
+        latest_of: dict[str, Attempt] = {}  # one pass, not one per activity
+        for attempt in pipeline.attempts.values():
+            current = latest_of.get(attempt.activity_id)
+            if current is None or attempt.number > current.number:
+                latest_of[attempt.activity_id] = attempt
         for activity_id in pipeline.activities():
-            latest = max(
-                (a for a in pipeline.attempts.values() if a.activity_id == activity_id),
-                key=lambda a: a.number,
-                default=None,
-            )
+            latest = latest_of.get(activity_id)
             if latest is None or latest.status not in (*_LIVE, AttemptStatus.FINISHED):
                 self._new_attempt(pipeline, activity_id, 1 if latest is None else latest.number + 1)
             elif latest.status is AttemptStatus.WAITING_FOR_RUNNER:
