@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -397,6 +398,13 @@ async def test_requests_are_checked_against_the_model(
     error = caught.value.response["Error"]
     assert error["Code"] == code
     assert message in error["Message"]
+
+
+async def test_task_ids_never_start_with_a_dash(dp: LocalDataPipeline) -> None:
+    """Task ids are 43 URL-safe characters and never look like a command-line option."""
+    # One in 64 random ids would start with '-', which the AWS CLI reads as an option.
+    task_ids = [dp.add_task() for _ in range(1000)]
+    assert all(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{42}", task_id) for task_id in task_ids)
 
 
 async def test_enum_members_are_checked(dp: LocalDataPipeline) -> None:

@@ -22,6 +22,15 @@ import anyio
 
 from ._errors import ServiceError
 
+
+def new_task_id() -> str:
+    """43 URL-safe characters like the service's, never starting with '-'."""
+    # A leading '-' makes the AWS CLI read `--task-id -abc…` as an unknown option.
+    while (task_id := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return task_id
+
+
 DEFAULT_ACK_TIMEOUT = 120.0
 DEFAULT_REPORT_TIMEOUT = 300.0
 DEFAULT_POLL_TIMEOUT = 90.0
@@ -341,7 +350,7 @@ class DataPipelineService:
             return None
         if task_id is not None and task_id in self.tasks:
             raise ValueError(f"task {task_id!r} exists already")
-        chosen.task_id = task_id or secrets.token_urlsafe(32)
+        chosen.task_id = task_id or new_task_id()
         chosen.handed_out_at = now
         chosen.hostname = hostname
         self.tasks[chosen.task_id] = chosen
