@@ -31,6 +31,7 @@ class RecordingClient:
 
     def __init__(self, client: Any) -> None:
         self._client = client
+        self.meta = client.meta  # where the heartbeat finds the size of the connection pool
         self.sent: dict[str, list[tuple[float, bool]]] = {}
 
     async def report_task_progress(

@@ -336,6 +336,35 @@ async def test_call_timeout_includes_botocores_own_retries(dp: LocalDataPipeline
     assert anyio.current_time() - hb.last_success < 0.6
 
 
+async def test_call_timeout_starts_when_a_connection_is_free(
+    dp: LocalDataPipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Heartbeats queued for a small pool wait their turn untimed: no call is cut, no lease
+    lost, though the line is longer than call_timeout."""
+    task_ids = [dp.add_task() for _ in range(20)]
+    dp.inject(Fault.delay(0.05), task_id=None, times=None)  # 2 connections: 40 calls/s
+    beats: list[int] = []
+    async with make_client(dp, client_config(max_pool_connections=2)) as client:
+        async with anyio.create_task_group() as tg:  # open both connections: cold calls are slow
+            for task_id in task_ids[:2]:
+                tg.start_soon(lambda task_id: client.report_task_progress(taskId=task_id), task_id)
+
+        async def job(task_id: str) -> None:
+            async with Heartbeat(
+                client, task_id, interval=0.2, lease_timeout=2.0, call_timeout=0.1
+            ) as hb:
+                await anyio.sleep(1.0)
+            beats.append(hb.beats)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                for task_id in task_ids:
+                    tg.start_soon(job, task_id)
+    assert not [r for r in caplog.records if "failed (" in r.getMessage()]
+    assert len(beats) == 20
+    assert sum(beats) >= 20 * 2
+
+
 # 7. The body's own exception -------------------------------------------------------------------
 
 

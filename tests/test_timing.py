@@ -82,6 +82,23 @@ async def test_a_call_slower_than_the_interval_skips_the_slots_it_covered() -> N
     assert [round(t - times(client)[0], 9) for t in times(client)] == [0, 10, 40, 50]
 
 
+async def test_a_slow_acknowledgement_skips_the_slots_it_covered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An acknowledgement answered after 25 s of a 10 s interval: next report at 30 s, unwarned."""
+    durations = iter([25])
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        await anyio.sleep(next(durations, 0))
+        return {"canceled": False}
+
+    client = MockClient(answer)
+    async with Heartbeat(client, TASK, interval=10, lease_timeout=100, call_timeout=30):
+        await anyio.sleep(10)
+    assert [round(t - times(client)[0], 9) for t in times(client)] == [0, 30]
+    assert not [r for r in caplog.records if r.name == "asyncheartbeat"]
+
+
 async def test_retries_back_off_exponentially_up_to_the_interval() -> None:
     """Each retry waits at most BACKOFF_START·2ⁿ of the interval, never more than one interval."""
     failing = True
@@ -296,8 +313,13 @@ async def test_a_bug_in_the_heartbeat_stops_the_work_loudly(
 ) -> None:
     """Should the heartbeat itself fail, the body is stopped and HeartbeatError says why."""
 
+    next_due = Timing.next_due
+    calls = itertools.count()
+
     def broken(self: Timing, anchor: float, now: float) -> float:
-        raise RuntimeError("scheduler bug")
+        if next(calls) > 0:  # past the acknowledgement, in the background loop
+            raise RuntimeError("scheduler bug")
+        return next_due(self, anchor, now)
 
     monkeypatch.setattr(Timing, "next_due", broken)
     with pytest.raises(HeartbeatError, match="failed") as caught:
@@ -362,3 +384,72 @@ async def test_unknown_client_errors_are_retried_but_local_rejections_are_final(
     assert caught.value.reason is CancelReason.REJECTED
     assert "NoCredentialsError" in str(caught.value)
     assert not errors
+
+
+def heartbeat_warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name == "asyncheartbeat" and r.levelno == logging.WARNING and text in r.getMessage()
+    ]
+
+
+async def test_heartbeats_asking_more_than_the_client_delivers_warn_of_overload(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """100 heartbeats asking 20 reports/s of a one-connection client serving 10/s: it is kept
+    busy, every lease is kept, and one WARNING per window names the overload."""
+    served_at: list[float] = []
+
+    async def serve(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        await anyio.sleep(0.1)
+        served_at.append(anyio.current_time())
+        return {"canceled": False}
+
+    client = MockClient(serve, max_pool_connections=1)
+    beats: list[int] = []
+
+    async def job(n: int) -> None:
+        async with Heartbeat(client, f"task-{n}", interval=5, lease_timeout=100) as hb:
+            await anyio.sleep(60)
+        beats.append(hb.beats)
+
+    start = anyio.current_time()
+    async with anyio.create_task_group() as tg:
+        for n in range(100):
+            tg.start_soon(job, n)
+
+    assert len(beats) == 100, "a lease was lost"
+    steady = [t for t in served_at if start + 20 <= t < start + 50]
+    assert len(steady) >= 0.95 * 10 * 30, "the client was kept busy while all ran"
+    overloaded = heartbeat_warnings(caplog, "heartbeats overloaded")
+    assert 4 <= len(overloaded) <= 6, "one per 10 s window"
+    assert "100 heartbeats share this client and ask for 20 reports/s" in overloaded[0].message
+    assert not heartbeat_warnings(caplog, "failed ("), "calls wait for a connection, untimed"
+
+
+async def test_a_failing_service_is_not_called_an_overload(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Errors from the service are warned about (capped per window), never as overload."""
+
+    def fail(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        if len(client.calls) > 20:  # the acknowledgements pass
+            raise MockServiceError("InternalServiceError", status=500)
+        return {"canceled": False}
+
+    client = MockClient(fail)
+
+    async def job(n: int) -> None:
+        with pytest.raises(TaskCancelled):
+            async with Heartbeat(client, f"task-{n}", interval=1, lease_timeout=30):
+                await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(job, n)
+
+    assert not heartbeat_warnings(caplog, "overloaded")
+    failed = heartbeat_warnings(caplog, "failed (")
+    assert 10 <= len(failed) <= 4 * 10
+    assert heartbeat_warnings(caplog, "more heartbeat warnings")

@@ -14,6 +14,7 @@ import anyio.lowlevel
 from ._client import Answer, Failure, ProgressClient, read_answer, read_failure
 from ._errors import CancelReason, HeartbeatError, TaskCancelled
 from ._fields import FieldsInput, ProgressFields, check_task_id
+from ._load import join, leave
 from ._timing import Timing
 
 logger = logging.getLogger("asyncheartbeat")
@@ -123,23 +124,27 @@ class Heartbeat:
         if self._state is not _State.NEW:
             raise RuntimeError("a Heartbeat can be entered only once: create one per task run")
         self._state = _State.ACKNOWLEDGING
+        self._load = join(self._client, self._timing.interval)
         try:
-            anchor = await self._acknowledge()
+            first_due = await self._acknowledge()
             task_group = anyio.create_task_group()
             await task_group.__aenter__()
             # The body runs in this scope, which the keep-alive task cancels on a verdict.
             # Both are entered here and left in __aexit__, by the task running the block.
             self._body_scope = anyio.CancelScope().__enter__()
-            task_group.start_soon(self._keep_alive, anchor, name=f"asyncheartbeat:{self.task_id}")
+            task_group.start_soon(
+                self._keep_alive, first_due, name=f"asyncheartbeat:{self.task_id}"
+            )
             self._task_group = task_group
         except BaseException:
             self._state = _State.CLOSED
+            leave(self._client, self._timing.interval)
             raise
         self._state = _State.RUNNING
         return self
 
     async def _acknowledge(self) -> float:
-        """Send the first report; return the time the schedule counts from, or raise."""
+        """Send the first report; return when the next one is due, or raise."""
         started = anyio.current_time()
         result = await self._report(planned=started, deadline=started + self._timing.lease_timeout)
         if (verdict := self._verdict(result)) is not None:
@@ -148,7 +153,9 @@ class Heartbeat:
             raise self._task_cancelled() from self._cancel_cause
         assert isinstance(result, Answer)
         logger.debug("task %r acknowledged", self.task_id)
-        return result.anchor
+        # Decided now: an acknowledgement slower than the interval skips the slots it covered,
+        # while a body blocking the loop before the first report must show as lateness.
+        return self._timing.next_due(result.anchor, anyio.current_time())
 
     async def __aexit__(
         self,
@@ -176,6 +183,7 @@ class Heartbeat:
                 await self._final_report()
         finally:
             self._state = _State.CLOSED
+            leave(self._client, self._timing.interval)
             self._wake_waiters()
 
         if self._crash is not None:
@@ -224,9 +232,8 @@ class Heartbeat:
         if self._last_answered_attempt < wanted:
             raise HeartbeatError(f"the heartbeat of task {self.task_id!r} ended before beat()")
 
-    async def _keep_alive(self, anchor: float) -> None:
+    async def _keep_alive(self, due: float) -> None:
         timing = self._timing
-        due = anchor + timing.interval
         try:
             while True:
                 planned = await self._sleep_until_due(due)
@@ -234,6 +241,9 @@ class Heartbeat:
                     self._warn_if_late(due)
                 assert self.last_success is not None
                 result = await self._report(planned, self.last_success + timing.lease_timeout)
+                if planned == due:
+                    now = anyio.current_time()
+                    self._load.report_due(now, now - due, timing.lateness_threshold)
                 if (verdict := self._verdict(result)) is not None:
                     self._record_cancel(*verdict)
                     self._body_scope.cancel(reason=f"asyncheartbeat: {self._task_cancelled()}")
@@ -260,13 +270,15 @@ class Heartbeat:
         return anyio.current_time()
 
     def _warn_if_late(self, due: float) -> None:
-        late = anyio.current_time() - due
-        if late > self._timing.lateness_threshold:
-            logger.warning(
+        now = anyio.current_time()
+        if now - due > self._timing.lateness_threshold:
+            self._load.warn(
+                now,
                 "report for task %r is %.2f s late: the event loop was blocked (blocking code "
-                "in an async task?); the lease is lost after %g s without a report",
+                "in an async task?) or is overloaded; the lease is lost after %g s without a "
+                "report",
                 self.task_id,
-                late,
+                now - due,
                 self._timing.lease_timeout,
             )
 
@@ -280,24 +292,20 @@ class Heartbeat:
         timing = self._timing
         failures = 0
         last: Failure | None = None
-        while (now := anyio.current_time()) < deadline:
-            anchor = planned if failures == 0 else now
-            cut_by_deadline = deadline < now + timing.call_timeout
-            result = await self._attempt(
-                now,
-                min(now + timing.call_timeout, deadline),
-                anchor,
-                limit="the deadline" if cut_by_deadline else "call_timeout",
-            )
+        while anyio.current_time() < deadline:
+            result = await self._attempt(planned if failures == 0 else None, deadline)
             if isinstance(result, Answer) or result.reason is not None:
                 return result
             failures += 1
-            # A call cut short by the deadline says nothing new about why reports fail.
-            if not (cut_by_deadline and result.timed_out and last is not None):
-                last = result
             now = anyio.current_time()
+            if not result.timed_out:
+                self._load.error(now)
+            # A call cut short by the deadline says nothing new about why reports fail.
+            if not (result.timed_out and now >= deadline and last is not None):
+                last = result
             retry_at = min(now + timing.backoff(failures), deadline)
-            logger.warning(
+            self._load.warn(
+                now,
                 "report for task %r failed (%s); attempt %d, %s",
                 self.task_id,
                 result.description,
@@ -309,17 +317,37 @@ class Heartbeat:
             await anyio.sleep_until(retry_at)
         return last or Failure("the deadline passed before a report could be sent")
 
-    async def _attempt(
-        self, sent_at: float, deadline: float, anchor: float, limit: str
-    ) -> Answer | Failure:
-        """Send one ReportTaskProgress now (``sent_at``), cut off at ``deadline``, which
-        ``limit`` names."""
+    async def _attempt(self, planned: float | None, deadline: float) -> Answer | Failure:
+        """Send one ReportTaskProgress as soon as one of the client's connections is free,
+        and wait for its answer until ``call_timeout`` or ``deadline``, whichever is first.
+
+        The next report is counted from ``planned`` (a scheduled first attempt), else from
+        when this one was sent.
+        """
+        connections = self._load.connections
+        if connections is not None:
+            if connections.value > 0:
+                connections.acquire_nowait()
+            else:
+                with anyio.CancelScope(deadline=deadline) as waiting:
+                    await connections.acquire()
+                if waiting.cancelled_caught:
+                    return Failure("no connection of the client came free in time", timed_out=True)
+        try:
+            return await self._send(planned, deadline)
+        finally:
+            if connections is not None:
+                connections.release()
+
+    async def _send(self, planned: float | None, deadline: float) -> Answer | Failure:
+        sent_at = anyio.current_time()
+        call_deadline = min(sent_at + self._timing.call_timeout, deadline)
         self._attempts_started += 1
         attempt = self._attempts_started
         version = self._fields.version
         self._in_flight = (attempt, version)
         try:
-            with anyio.CancelScope(deadline=deadline) as scope:
+            with anyio.CancelScope(deadline=call_deadline) as scope:
                 response = await self._client.report_task_progress(
                     taskId=self.task_id, fields=self._fields.wire()
                 )
@@ -328,8 +356,11 @@ class Heartbeat:
         finally:
             self._in_flight = None
         if scope.cancelled_caught:
-            return Failure(f"no answer within {deadline - sent_at:.3g} s ({limit})", timed_out=True)
-        result = read_answer(response, sent_at, anchor)
+            limit = "the deadline" if call_deadline == deadline else "call_timeout"
+            return Failure(
+                f"no answer within {call_deadline - sent_at:.3g} s ({limit})", timed_out=True
+            )
+        result = read_answer(response, sent_at, sent_at if planned is None else planned)
         if isinstance(result, Answer):
             self.beats += 1
             self.last_success = sent_at
@@ -351,7 +382,8 @@ class Heartbeat:
         now = anyio.current_time()
         result = await self._report(planned=now, deadline=now + self._timing.call_timeout)
         if isinstance(result, Failure) and result.reason is None:
-            logger.warning(
+            self._load.warn(
+                anyio.current_time(),
                 "the last progress of task %r was not reported: %s",
                 self.task_id,
                 result.description,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import types
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeAlias
 
@@ -32,18 +34,30 @@ class MockClient:
     The handler returns the response (``{"canceled": False}``), awaits if it likes (to
     model latency or a hang), or raises (`MockServiceError` for a service error). Every
     call is recorded in `calls` with its anyio clock time, before the handler runs.
+
+    With ``max_pool_connections``, the client behaves like aiobotocore's with that pool: at
+    most that many calls reach the handler at once, the others wait in line for one, and
+    the size is found where botocore keeps it (``client.meta.config``).
     """
 
-    def __init__(self, handler: Handler | None = None) -> None:
+    def __init__(
+        self, handler: Handler | None = None, *, max_pool_connections: int | None = None
+    ) -> None:
         self._handler: Handler = handler or (lambda task_id, fields: {"canceled": False})
         self.calls: list[Call] = []
+        self._pool: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
+        if max_pool_connections is not None:
+            self._pool = anyio.Semaphore(max_pool_connections)
+            config = types.SimpleNamespace(max_pool_connections=max_pool_connections)
+            self.meta = types.SimpleNamespace(config=config)
 
     async def report_task_progress(
         self, *, taskId: str, fields: list[dict[str, str]]
     ) -> Mapping[str, Any]:
         params = {"taskId": taskId, "fields": [dict(field) for field in fields]}
-        self.calls.append(Call("ReportTaskProgress", params, anyio.current_time(), "answered"))
-        result = self._handler(taskId, fields)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        async with self._pool:
+            self.calls.append(Call("ReportTaskProgress", params, anyio.current_time(), "answered"))
+            result = self._handler(taskId, fields)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
