@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from _client import bench_client
+from _client import bench_client, cpu_seconds
 
 from asyncheartbeat.testing import EmulatorProcess
 
@@ -29,13 +29,6 @@ HEADERS = {
     # The emulator asks for a SigV4 header but does not check the signature.
     "Authorization": "AWS4-HMAC-SHA256 Credential=bench/20261122/us-east-1/datapipeline/req",
 }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (Linux)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def hammer(
@@ -106,7 +99,7 @@ def main() -> None:
     rows = asyncio.run(measure(args))
     print(
         f"{args.tasks} tasks, {args.concurrency} concurrent callers, {args.seconds:g} s each, "
-        f"{os.cpu_count()} cores"
+        f"{os.cpu_count()} cores\n"
     )
     print("| client | reports answered / s | server CPU per report |")
     print("| --- | --- | --- |")

@@ -7,7 +7,7 @@ so short that they too report as fast as answers come. The ratio of CPU per repo
 library's own cost on top of aiobotocore's. Rounds alternate so that the machine's drift
 hits both sides alike; the medians are compared.
 
-    .venv/bin/python bench/heartbeat_overhead.py [--rounds 5] [--seconds 3] [--callers 50]
+    .venv/bin/python bench/heartbeat_overhead.py [--rounds 7] [--seconds 3] [--callers 50]
 """
 
 from __future__ import annotations
@@ -19,38 +19,13 @@ import time
 from typing import Any
 
 import anyio
-from _client import bench_client
+from _client import FIELDS, bare, bench_client
 
 from asyncheartbeat import Heartbeat
 from asyncheartbeat.testing import EmulatorProcess
 
-FIELDS = [{"key": "rowsCopied", "stringValue": "12345"}]
 # Far below a call's duration: the next report leaves as soon as one is answered.
 INTERVAL = 0.0001
-
-
-async def bare(
-    client: Any, task_ids: list[str], seconds: float, *, sleep_to_grid: bool = False
-) -> int:
-    """Callers reporting back to back, or sleeping until the next slot of a grid in between
-    (the wait any heartbeat has)."""
-    count = 0
-    stop_at = anyio.current_time() + seconds
-
-    async def caller(task_id: str) -> None:
-        nonlocal count
-        due = anyio.current_time()
-        while anyio.current_time() < stop_at:
-            await client.report_task_progress(taskId=task_id, fields=FIELDS)
-            count += 1
-            if sleep_to_grid:
-                due = max(due + INTERVAL, anyio.current_time())
-                await anyio.sleep_until(due)
-
-    async with anyio.create_task_group() as tg:
-        for task_id in task_ids:
-            tg.start_soon(caller, task_id)
-    return count
 
 
 async def bare_on_a_grid(client: Any, task_ids: list[str], seconds: float) -> int:
@@ -95,7 +70,7 @@ async def measure(args: argparse.Namespace) -> dict[str, list[float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--callers", type=int, default=50)
     args = parser.parse_args()
@@ -103,6 +78,7 @@ def main() -> None:
     bare_us = statistics.median(results["bare loop"])
     print(
         f"{args.callers} concurrent callers, {args.rounds} alternating rounds of {args.seconds:g} s"
+        "\n"
     )
     print("| client CPU per report | median | rounds |")
     print("| --- | --- | --- |")

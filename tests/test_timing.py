@@ -99,6 +99,29 @@ async def test_a_slow_acknowledgement_skips_the_slots_it_covered(
     assert not [r for r in caplog.records if r.name == "asyncheartbeat"]
 
 
+async def test_heartbeats_entered_together_keep_their_reports_apart(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """30 heartbeats entered at once on a one-connection client (0.1 s a call) count their
+    schedules from when each acknowledgement was sent: no burst every interval, no
+    false overload."""
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        await anyio.sleep(0.1)
+        return {"canceled": False}
+
+    client = MockClient(answer, max_pool_connections=1)
+
+    async def job(n: int) -> None:
+        async with Heartbeat(client, f"task-{n}", interval=5, lease_timeout=50):
+            await anyio.sleep(25)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(30):
+            tg.start_soon(job, n)
+    assert not [r for r in caplog.records if r.name == "asyncheartbeat"]
+
+
 async def test_retries_back_off_exponentially_up_to_the_interval() -> None:
     """Each retry waits at most BACKOFF_START·2ⁿ of the interval, never more than one interval."""
     failing = True

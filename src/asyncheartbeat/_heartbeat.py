@@ -145,8 +145,10 @@ class Heartbeat:
 
     async def _acknowledge(self) -> float:
         """Send the first report; return when the next one is due, or raise."""
-        started = anyio.current_time()
-        result = await self._report(planned=started, deadline=started + self._timing.lease_timeout)
+        # The schedule counts from when the acknowledgement went on the wire: heartbeats
+        # entered together but acknowledged one after another keep their reports spread out.
+        deadline = anyio.current_time() + self._timing.lease_timeout
+        result = await self._report(planned=None, deadline=deadline)
         if (verdict := self._verdict(result)) is not None:
             # A context manager cannot skip its body: this raises whatever raise_on_cancel says.
             self._record_cancel(*verdict)
@@ -263,7 +265,7 @@ class Heartbeat:
             # the scope would wake it by cancellation, costing an exception every report.
             with anyio.CancelScope() as scope:
                 self._sleep_scope = scope
-                await anyio.sleep_until(due)
+                await anyio.sleep(max(0.0, due - anyio.current_time()))
             self._sleep_scope = None
             if not scope.cancel_called:
                 return due
@@ -282,12 +284,13 @@ class Heartbeat:
                 self._timing.lease_timeout,
             )
 
-    async def _report(self, planned: float, deadline: float) -> Answer | Failure:
+    async def _report(self, planned: float | None, deadline: float) -> Answer | Failure:
         """Report until the service answers, a failure is final, or ``deadline`` passes.
 
         Failures worth retrying are retried with exponential backoff and full jitter. The next
-        regular report is counted from ``planned`` when the first attempt is answered, and
-        from the answered retry otherwise, so that it never follows an answer too closely.
+        regular report is counted from ``planned`` (the slot of a scheduled report) when the
+        first attempt is answered, and from when the answered attempt was sent otherwise, so
+        that it never follows an answer too closely.
         """
         timing = self._timing
         failures = 0
