@@ -84,3 +84,13 @@ def test_the_testing_guide_shows_tests_that_run() -> None:
     blocks = re.findall(r"```python\n(.*?)```", TESTING_GUIDE.read_text(), re.DOTALL)
     modules = [HERE / "test_testing_guide.py", HERE / "test_testing_guide_virtual_time.py"]
     assert blocks == [module.read_text() for module in modules]
+
+
+def test_every_benchmark_writes_a_block_of_the_performance_page() -> None:
+    """bench/run.py and docs/performance.md name the same benchmarks, each once."""
+    run = (HERE.parent / "bench" / "run.py").read_text()
+    names = re.findall(r'^    "(\w+)": \[', run, re.MULTILINE)
+    page = (HERE.parent / "docs" / "performance.md").read_text()
+    assert names
+    assert sorted(re.findall(r"<!-- bench:(\w+) -->", page)) == sorted(names)
+    assert sorted(re.findall(r"<!-- /bench:(\w+) -->", page)) == sorted(names)

@@ -196,6 +196,17 @@ async def test_a_silent_task_becomes_a_new_attempt(
     )
 
 
+async def test_attempt_shows_a_lapsed_lease_without_another_call(
+    fast_dp: LocalDataPipeline, fast_client: Any
+) -> None:
+    """attempt() reads the state as of now: a lease that ran out since the last call shows."""
+    task_id = fast_dp.add_task()
+    await fast_client.report_task_progress(taskId=task_id)
+    assert fast_dp.attempt(task_id).status.value == "RUNNING"
+    await anyio.sleep(0.6)  # past the 0.5 s report timeout, with no call in between
+    assert fast_dp.attempt(task_id).status.value == "TIMEDOUT"
+
+
 async def test_a_forgotten_task_is_ready_again_as_a_new_attempt(
     dp: LocalDataPipeline, client: Any
 ) -> None:

@@ -35,6 +35,7 @@ async def test_a_heartbeat_against_an_emulator_process() -> None:
         assert outcomes[:2] == ["error:ThrottlingException", "answered"]
         attempt = await dp.attempt(task_id)
         fields = {f["key"]: f.get("stringValue") for f in attempt["fields"]}
+        assert attempt["pipelineId"].startswith("df-")
         assert (fields["@status"], fields["stage"]) == ("CANCELED", "copy")
         pid = dp.pid
     assert not still_running(pid)

@@ -243,8 +243,8 @@ class Heartbeat:
                     self._warn_if_late(due)
                 assert self.last_success is not None
                 result = await self._report(planned, self.last_success + timing.lease_timeout)
+                now = anyio.current_time()
                 if planned == due:
-                    now = anyio.current_time()
                     self._load.report_due(now, now - due, timing.lateness_threshold)
                 if (verdict := self._verdict(result)) is not None:
                     self._record_cancel(*verdict)
@@ -252,7 +252,7 @@ class Heartbeat:
                     return
                 assert isinstance(result, Answer)
                 # Decided now, not after the sleep: a loop blocked later must show as lateness.
-                due = timing.next_due(result.anchor, anyio.current_time())
+                due = timing.next_due(result.anchor, now)
         except Exception as exc:  # a bug of ours: stop the work rather than run unguarded
             logger.exception("heartbeat of task %r failed", self.task_id)
             self._crash = exc

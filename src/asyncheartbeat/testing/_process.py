@@ -179,6 +179,7 @@ class EmulatorProcess:
         return [Call(**call) for call in await self._control("calls")]
 
     async def attempt(self, task_id: str) -> dict[str, Any]:
-        """The attempt ``task_id`` was handed out for, as DescribeObjects shows it."""
+        """The attempt ``task_id`` was handed out for, as DescribeObjects shows it, with the
+        ``pipelineId`` it belongs to."""
         result: dict[str, Any] = await self._control("attempt", task_id=task_id)
         return result

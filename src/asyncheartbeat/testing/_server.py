@@ -161,7 +161,9 @@ class LocalDataPipeline:
         return str(task["taskId"])
 
     def attempt(self, task_id: str) -> Attempt:
-        """The attempt ``task_id`` was handed out for: its status, fields and pipeline."""
+        """The attempt ``task_id`` was handed out for: its status, fields and pipeline, as of
+        now (a lease that ran out since the last call shows as TIMEDOUT)."""
+        self.service.expire(anyio.current_time())
         try:
             return self.service.handed_out[task_id]
         except KeyError:
@@ -458,7 +460,8 @@ class LocalDataPipeline:
             case "calls":
                 return [call.to_json() for call in self.calls]
             case "attempt":
-                return self.attempt(args["task_id"]).as_object()
+                attempt = self.attempt(args["task_id"])
+                return {**attempt.as_object(), "pipelineId": attempt.pipeline_id}
         raise ValueError(f"unknown control command {command!r}")
 
 
