@@ -23,7 +23,10 @@ PYTHON = ".venv/bin/python"
 
 BENCHMARKS: dict[str, list[str]] = {
     "emulator": ["bench/emulator_throughput.py --seconds 5 --concurrency 200 --tasks 1000"],
-    "overhead": ["bench/heartbeat_overhead.py --rounds 7 --seconds 3 --callers 50"],
+    "overhead": [
+        "bench/heartbeat_overhead.py --rounds 7 --seconds 3 --callers 50",
+        "bench/machinery.py --rounds 5 --tasks 1000",
+    ],
     "scale": [
         "bench/scale.py --tasks 1000 --header",
         "bench/scale.py --tasks 1000 --bare",
@@ -54,7 +57,7 @@ def run(name: str) -> str:
         outputs.append(done.stdout.strip())
     commands = "\n".join(f"{PYTHON} {command}" for command in BENCHMARKS[name])
     today = datetime.datetime.now(tz=datetime.UTC).date().isoformat()
-    return f"```sh\n{commands}\n```\n\nMeasured {today}:\n\n" + "\n".join(outputs)
+    return f"```sh\n{commands}\n```\n\nMeasured {today}:\n\n" + "\n\n".join(outputs)
 
 
 def splice(text: str, name: str, block: str) -> str:

@@ -8,7 +8,7 @@ ends another starts. Each job's fate is drawn when it starts:
 
 | fate | what happens | the outcome it must have |
 | --- | --- | --- |
-| finish | the job runs 1-6 s, setting a field now and then | the block ends normally; FINISHED |
+| finish | the job runs 1-12 s, setting a field now and then | the block ends normally; FINISHED |
 | cancel | SetStatus CANCEL on its attempt at a random moment | TaskCancelled(REQUESTED) |
 | delete | its pipeline is deleted at a random moment | TaskCancelled(PIPELINE_DELETED) |
 | reassign | the service takes the task back at a random moment | TaskCancelled(TASK_NOT_FOUND) |
@@ -36,7 +36,7 @@ from _client import bench_client, percentile, rss_bytes
 from asyncheartbeat import CancelReason, Heartbeat, TaskCancelled
 from asyncheartbeat.testing import EmulatorProcess, Fault
 
-INTERVAL, LEASE, CALL_TIMEOUT = 0.5, 3.0, 0.5
+INTERVAL, LEASE, CALL_TIMEOUT = 1.0, 10.0, 1.0
 FATES = {"finish": 0.7, "cancel": 0.12, "delete": 0.08, "reassign": 0.1}
 EXPECTED = {
     "finish": "finished",
@@ -69,28 +69,29 @@ class Soak:
         acted_at: list[float] = []
 
         async def act() -> None:
-            await anyio.sleep(self.rng.uniform(0.2, 4.0))
+            await anyio.sleep(self.rng.uniform(0.2, 8.0))
+            acted_at.append(anyio.current_time())
             if fate == "cancel":
                 await self.dp.cancel_task(task_id)
             elif fate == "delete":
                 await self.dp.delete_pipeline((await self.dp.attempt(task_id))["pipelineId"])
             else:
                 await self.dp.forget_task(task_id)
-            acted_at.append(anyio.current_time())
 
         outcome = "finished"
+        hb = Heartbeat(
+            self.client, task_id, interval=INTERVAL, lease_timeout=LEASE, call_timeout=CALL_TIMEOUT
+        )
         try:
-            async with anyio.create_task_group() as tg, Heartbeat(
-                self.client, task_id, interval=INTERVAL, lease_timeout=LEASE,
-                call_timeout=CALL_TIMEOUT,
-            ) as hb:  # fmt: skip
+            async with hb:
                 if fate == "finish":
-                    for step in range(self.rng.randint(2, 12)):
+                    for step in range(self.rng.randint(2, 24)):
                         hb.set_field("step", str(step))
                         await anyio.sleep(0.5)
                 else:
-                    tg.start_soon(act)
-                    await anyio.sleep(LEASE + 10)  # stopped long before, or it is a failure
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(act)
+                        await anyio.sleep(LEASE + 10)  # stopped long before, or a failure
         except TaskCancelled as stopped:
             outcome = stopped.reason.value
             if acted_at:
@@ -102,6 +103,7 @@ class Soak:
 
     async def population(self, size: int, until: float) -> None:
         async def keep_one_running() -> None:
+            await anyio.sleep(self.rng.uniform(0, 2 * INTERVAL))  # a runner's tasks start apart
             while time.monotonic() < until:
                 await self.job()
 
