@@ -33,6 +33,8 @@ class RecordingClient:
         self._client = client
         self.meta = client.meta  # where the heartbeat finds the size of the connection pool
         self.sent: dict[str, list[tuple[float, bool]]] = {}
+        #: When each answer came back, per task.
+        self.answers_at: dict[str, list[float]] = {}
 
     async def report_task_progress(
         self, *, taskId: str, fields: list[dict[str, str]]
@@ -47,6 +49,7 @@ class RecordingClient:
             record.append((sent_at, False))
             raise
         record.append((sent_at, isinstance(response.get("canceled"), bool)))
+        self.answers_at.setdefault(taskId, []).append(anyio.current_time())
         return response
 
     def answered(self, task_id: str) -> list[float]:
