@@ -44,8 +44,7 @@ class Timing:
 
     def backoff(self, failures: int) -> float:
         """Delay before the next attempt after ``failures`` failures in a row (full jitter)."""
-        cap = min(self.interval, self.interval * BACKOFF_START * 2 ** min(failures - 1, 32))
-        return _random.uniform(0, cap)
+        return jittered_backoff(failures, start=self.interval * BACKOFF_START, cap=self.interval)
 
     @property
     def lateness_threshold(self) -> float:
@@ -60,6 +59,11 @@ class Timing:
         if due > now:
             return due
         return anchor + (math.floor((now - anchor) / self.interval) + 1) * self.interval
+
+
+def jittered_backoff(failures: int, *, start: float, cap: float) -> float:
+    """A delay drawn from ``[0, min(cap, start·2ⁿ⁻¹)]`` after ``n`` failures ("full jitter")."""
+    return _random.uniform(0, min(cap, start * 2 ** min(failures - 1, 32)))
 
 
 def _positive(name: str, value: object) -> float:

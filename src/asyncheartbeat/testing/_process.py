@@ -108,13 +108,13 @@ class EmulatorProcess:
         process.kill()
         await process.wait()
 
-    async def _control(self, command: str, **args: Any) -> Any:
+    async def _control(self, move: str, /, **args: Any) -> Any:
         if self._session is None:
             raise RuntimeError("the emulator process is not running: use `async with`")
-        async with self._session.post(f"{self.url}{CONTROL_PREFIX}{command}", json=args) as answer:
+        async with self._session.post(f"{self.url}{CONTROL_PREFIX}{move}", json=args) as answer:
             body = await answer.json()
         if "error" in body:
-            raise ValueError(f"emulator refused {command}: {body['error']}")
+            raise ValueError(f"emulator refused {move}: {body['error']}")
         return body["result"]
 
     # The moves of LocalDataPipeline, awaited.
@@ -132,6 +132,24 @@ class EmulatorProcess:
             "add_task",
             task_id=task_id,
             worker_group=worker_group,
+            report_progress_timeout=report_progress_timeout,
+            maximum_retries=maximum_retries,
+        )
+        return result
+
+    async def add_pipeline(
+        self,
+        *,
+        worker_group: str = DEFAULT_WORKER_GROUP,
+        command: str = "true",
+        report_progress_timeout: str | None = None,
+        maximum_retries: int | None = None,
+    ) -> str:
+        """Make and activate a one-activity pipeline whose task is ready; return its id."""
+        result: str = await self._control(
+            "add_pipeline",
+            worker_group=worker_group,
+            command=command,
             report_progress_timeout=report_progress_timeout,
             maximum_retries=maximum_retries,
         )

@@ -123,21 +123,22 @@ class LocalDataPipeline:
 
     # -- the outside world's moves --------------------------------------------------------
 
-    def add_task(
+    def add_pipeline(
         self,
-        task_id: str | None = None,
         *,
         worker_group: str = DEFAULT_WORKER_GROUP,
+        command: str = "true",
         report_progress_timeout: str | None = None,
         maximum_retries: int | None = None,
     ) -> str:
-        """Make a one-activity pipeline, activate it, and hand its task out as PollForTask
-        would; return the task id (``task_id`` if given)."""
+        """Make a one-activity pipeline (a ShellCommandActivity running ``command``) and
+        activate it: its task is ready for the next poller of ``worker_group``. Return the
+        pipeline id."""
         name = f"task-{uuid.uuid4().hex[:12]}"
         pipeline_id = self.service.create_pipeline(name, name)
         fields = [
             {"key": "type", "stringValue": "ShellCommandActivity"},
-            {"key": "command", "stringValue": "true"},
+            {"key": "command", "stringValue": command},
             {"key": "workerGroup", "stringValue": worker_group},
         ]
         if report_progress_timeout is not None:
@@ -150,6 +151,23 @@ class LocalDataPipeline:
         if result["errored"]:
             raise ValueError(f"bad task options: {result['validationErrors']}")
         self.service.activate(pipeline_id)
+        return pipeline_id
+
+    def add_task(
+        self,
+        task_id: str | None = None,
+        *,
+        worker_group: str = DEFAULT_WORKER_GROUP,
+        report_progress_timeout: str | None = None,
+        maximum_retries: int | None = None,
+    ) -> str:
+        """Make a one-activity pipeline, activate it, and hand its task out as PollForTask
+        would; return the task id (``task_id`` if given)."""
+        pipeline_id = self.add_pipeline(
+            worker_group=worker_group,
+            report_progress_timeout=report_progress_timeout,
+            maximum_retries=maximum_retries,
+        )
         task = self.service.take_task(
             worker_group,
             "localhost",
@@ -446,8 +464,8 @@ class LocalDataPipeline:
 
     def _run_control(self, command: str, args: dict[str, Any]) -> Any:
         match command:
-            case "add_task":
-                return self.add_task(**args)
+            case "add_task" | "add_pipeline":
+                return getattr(self, command)(**args)
             case "cancel_task" | "forget_task" | "delete_pipeline" | "set_terminate":
                 getattr(self, command)(**args)
                 return None

@@ -1,0 +1,386 @@
+"""TaskRunner: poll for tasks, run each under a Heartbeat, report how it ended, shut down
+gracefully."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import socket
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
+
+import anyio
+
+from ._client import read_failure
+from ._errors import CancelReason, HeartbeatError, TaskCancelled
+from ._heartbeat import Heartbeat
+from ._model import member_shape
+from ._task import Task
+from ._timing import Timing, jittered_backoff
+
+logger = logging.getLogger("asyncheartbeat.runner")
+
+#: The longest PollForTask holds a call open when no task is ready.
+LONGEST_POLL = 90.0
+
+Handler = Callable[[Task, Heartbeat], Awaitable[object]]
+EventKind = Literal["started", "finished", "failed", "cancelled"]
+
+
+class TaskFailed(Exception):
+    """Raise from a handler to fail the task with these error fields (SetTaskStatus FAILED).
+
+    Any other exception fails it too, with its type as ``errorId`` and its traceback.
+    """
+
+    def __init__(
+        self, message: str, *, error_id: str = "TaskFailed", stack_trace: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.error_id = error_id
+        self.stack_trace = stack_trace
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """A task started, finished, failed or was cancelled; for `TaskRunner`'s ``on_event``."""
+
+    kind: EventKind
+    task: Task
+    #: Seconds since the task started (0 for "started").
+    duration: float
+    #: Why it was cancelled; None for a cancellation at shutdown, which the service reassigns.
+    reason: CancelReason | None = None
+    #: The handler's exception for "failed"; `TaskCancelled` for a cancellation by the service.
+    error: BaseException | None = None
+
+
+class TaskRunner:
+    """Poll a worker group for tasks and run each with ``handler(task, heartbeat)``.
+
+    At most ``concurrency`` tasks run at once, and no poll is made while all are busy. Each
+    task runs under a `Heartbeat`; the handler returning reports FINISHED, raising reports
+    FAILED, and a task the heartbeat stopped is not reported (it is no longer ours).
+    `run` returns after `stop`, a ``terminate`` answer to the runner's own heartbeat, or a
+    PollForTask refusal; running tasks get ``shutdown_grace`` seconds to finish, then are
+    cancelled and left to the service to reassign.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        worker_group: str,
+        handler: Handler,
+        concurrency: int = 1,
+        hostname: str | None = None,
+        instance_identity: Mapping[str, str] | None = None,
+        taskrunner_id: str | None = None,
+        interval: float = 60.0,
+        lease_timeout: float = 300.0,
+        call_timeout: float | None = None,
+        runner_heartbeat_interval: float = 900.0,
+        shutdown_grace: float = 30.0,
+        max_poll_pause: float = 30.0,
+        on_event: Callable[[TaskEvent], object] | None = None,
+    ) -> None:
+        for method in ("poll_for_task", "report_task_progress", "set_task_status",
+                       "report_task_runner_heartbeat"):  # fmt: skip
+            if not callable(getattr(client, method, None)):
+                raise TypeError(
+                    f"client must have a {method} method (an aiobotocore 'datapipeline' "
+                    f"client), got {type(client).__name__}"
+                )
+        _check_read_timeout(client)
+        if not callable(handler):
+            raise TypeError(f"handler must be an async function, got {type(handler).__name__}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(
+                f"concurrency must be a whole number of at least 1, not {concurrency!r}"
+            )
+        for name, seconds in (("runner_heartbeat_interval", runner_heartbeat_interval),
+                              ("max_poll_pause", max_poll_pause)):  # fmt: skip
+            if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0):
+                raise ValueError(f"{name} must be a number of seconds above 0, not {seconds!r}")
+        if not (isinstance(shutdown_grace, int | float) and 0 <= shutdown_grace < math.inf):
+            raise ValueError(
+                f"shutdown_grace must be a number of seconds >= 0, not {shutdown_grace!r}"
+            )
+        self._client = client
+        if worker_group == "":
+            raise ValueError("worker_group must not be empty: PollForTask matches it exactly")
+        self.worker_group = _checked("PollForTaskInput", "workerGroup", worker_group)
+        self.hostname = _checked("PollForTaskInput", "hostname", hostname or socket.gethostname())
+        self.taskrunner_id = _checked(
+            "ReportTaskRunnerHeartbeatInput", "taskrunnerId", taskrunner_id or str(uuid.uuid4())
+        )
+        self._instance_identity = dict(instance_identity) if instance_identity else None
+        self._handler = handler
+        self.concurrency = concurrency
+        self._timing = Timing.check(interval, lease_timeout, call_timeout)
+        self._runner_heartbeat_interval = float(runner_heartbeat_interval)
+        self.shutdown_grace = float(shutdown_grace)
+        self._max_poll_pause = float(max_poll_pause)
+        self._on_event = on_event
+
+        self._slots = anyio.Semaphore(concurrency)
+        self._stopping = False
+        self._waiting: anyio.CancelScope | None = None  # a poll or a pause, which stop() ends
+        self._started = False
+        self._refusal: BaseException | None = None
+        #: Tasks running now.
+        self.running = 0
+
+    @staticmethod
+    def client_config(**overrides: Any) -> Any:
+        """An ``AioConfig`` whose reads outlast PollForTask's 90 s long poll (botocore's
+        default read timeout of 60 s cuts it), with ``overrides`` applied."""
+        from aiobotocore.config import AioConfig  # noqa: PLC0415 - only where a client is made
+
+        defaults: dict[str, Any] = {
+            "read_timeout": LONGEST_POLL + 10,
+            "connect_timeout": 10,
+            "retries": {"mode": "standard", "total_max_attempts": 2},
+        }
+        return AioConfig(**(defaults | overrides))
+
+    def stop(self) -> None:
+        """Stop polling (an in-flight poll is abandoned at once) and let `run` wind down."""
+        self._stopping = True
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    async def run(self) -> None:
+        """Poll and run tasks until stopped; raise `HeartbeatError` if polling was refused."""
+        if self._started:
+            raise RuntimeError("a TaskRunner runs once: create another to run again")
+        self._started = True
+        logger.info(
+            "task runner %s polling worker group %r (%d at a time)",
+            self.taskrunner_id, self.worker_group, self.concurrency,
+        )  # fmt: skip
+        async with anyio.create_task_group() as runner:
+            runner.start_soon(self._keep_runner_alive, name="asyncheartbeat:runner-heartbeat")
+            async with anyio.create_task_group() as tasks:
+                await self._poll_until_stopped(tasks)
+                if self.running:
+                    logger.info(
+                        "stopping: %d running tasks get %g s to finish",
+                        self.running, self.shutdown_grace,
+                    )  # fmt: skip
+                tasks.cancel_scope.deadline = anyio.current_time() + self.shutdown_grace
+            runner.cancel_scope.cancel()
+        logger.info("task runner %s stopped", self.taskrunner_id)
+        if self._refusal is not None:
+            raise HeartbeatError(f"PollForTask was refused: {self._refusal}") from self._refusal
+
+    # -- polling ---------------------------------------------------------------------------------
+
+    async def _poll_until_stopped(self, tasks: anyio.abc.TaskGroup) -> None:
+        quiet = 0  # polls in a row that brought no task
+        while not self._stopping:
+            task_object = None
+            with anyio.CancelScope() as self._waiting:
+                await self._slots.acquire()
+                try:
+                    task_object = await self._poll()
+                finally:
+                    if task_object is None:
+                        self._slots.release()
+                if task_object is None and not self._stopping and self._refusal is None:
+                    quiet += 1
+                    await anyio.sleep(jittered_backoff(quiet, start=0.25, cap=self._max_poll_pause))
+            self._waiting = None
+            if self._refusal is not None:
+                return
+            if task_object is not None:
+                quiet = 0
+                self.running += 1
+                task = Task.from_wire(task_object)
+                tasks.start_soon(self._run_task, task, name=f"asyncheartbeat:task:{task.task_id}")
+
+    async def _poll(self) -> Mapping[str, Any] | None:
+        params: dict[str, Any] = {"workerGroup": self.worker_group, "hostname": self.hostname}
+        if self._instance_identity:
+            params["instanceIdentity"] = self._instance_identity
+        try:
+            answer = await self._client.poll_for_task(**params)
+        except Exception as exc:
+            failure = read_failure(exc)
+            if failure.reason is CancelReason.REJECTED:
+                # The description says it all; a traceback of botocore's would not help.
+                logger.error("PollForTask refused, stopping: %s", failure.description)  # noqa: TRY400
+                self._refusal = exc
+                self._stopping = True
+            else:
+                logger.warning("PollForTask failed: %s", failure.description)
+            return None
+        task_object: Mapping[str, Any] | None = answer.get("taskObject") or None
+        return task_object
+
+    # -- one task ---------------------------------------------------------------------------------
+
+    async def _run_task(self, task: Task) -> None:
+        started = anyio.current_time()
+        self._emit(TaskEvent("started", task, 0.0))
+        try:
+            try:
+                async with Heartbeat(
+                    self._client,
+                    task.task_id,
+                    interval=self._timing.interval,
+                    lease_timeout=self._timing.lease_timeout,
+                    call_timeout=self._timing.call_timeout,
+                ) as heartbeat:
+                    await self._handler(task, heartbeat)
+            except TaskCancelled as stopped:
+                # The task is no longer ours to report on.
+                duration = anyio.current_time() - started
+                self._emit(TaskEvent("cancelled", task, duration, stopped.reason, stopped))
+            except Exception as error:
+                await self._set_status(task, "FAILED", **_error_fields(error))
+                self._emit(TaskEvent("failed", task, anyio.current_time() - started, error=error))
+            else:
+                await self._set_status(task, "FINISHED")
+                self._emit(TaskEvent("finished", task, anyio.current_time() - started))
+        except anyio.get_cancelled_exc_class():
+            self._emit(TaskEvent("cancelled", task, anyio.current_time() - started))
+            raise
+        finally:
+            self.running -= 1
+            self._slots.release()
+
+    async def _set_status(self, task: Task, status: str, **error_fields: str) -> bool:
+        """SetTaskStatus, retried on transient failures for as long as the lease would last."""
+        timing = self._timing
+        give_up_at = anyio.current_time() + timing.lease_timeout
+        failures = 0
+        while True:
+            with anyio.move_on_after(timing.call_timeout) as scope:
+                try:
+                    await self._client.set_task_status(
+                        taskId=task.task_id, taskStatus=status, **error_fields
+                    )
+                except Exception as exc:
+                    failure = read_failure(exc)
+                    if failure.reason is not None:
+                        logger.warning(
+                            "SetTaskStatus %s for task %r refused: %s",
+                            status, task.task_id, failure.description,
+                        )  # fmt: skip
+                        return False
+                    problem = failure.description
+                else:
+                    return True
+            if scope.cancelled_caught:
+                problem = f"no answer within {timing.call_timeout:g} s"
+            failures += 1
+            delay = timing.backoff(failures)
+            if anyio.current_time() + delay >= give_up_at:
+                logger.error(
+                    "SetTaskStatus %s for task %r failed, giving up: %s",
+                    status, task.task_id, problem,
+                )  # fmt: skip
+                return False
+            logger.warning(
+                "SetTaskStatus %s for task %r failed (%s); retrying in %.3f s",
+                status, task.task_id, problem, delay,
+            )  # fmt: skip
+            await anyio.sleep(delay)
+
+    def _emit(self, event: TaskEvent) -> None:
+        level = logging.WARNING if event.kind == "failed" else logging.INFO
+        how = {
+            "started": f"started (pipeline {event.task.pipeline_id}, {event.task.attempt_id})",
+            "finished": f"finished in {event.duration:.1f} s",
+            "failed": f"failed after {event.duration:.1f} s: {event.error!r}",
+            "cancelled": f"cancelled after {event.duration:.1f} s: "
+            + (event.reason.value if event.reason else "runner shutting down, left to reassign"),
+        }[event.kind]
+        logger.log(level, "task %r %s", event.task.task_id, how)
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:  # an operator's hook must not take the runner down
+                logger.exception(
+                    "on_event hook failed for %s of task %r", event.kind, event.task.task_id
+                )
+
+    # -- the runner's own heartbeat -------------------------------------------------------------
+
+    async def _keep_runner_alive(self) -> None:
+        failures = 0
+        while True:
+            delay = self._runner_heartbeat_interval
+            try:
+                with anyio.fail_after(self._timing.call_timeout):
+                    answer = await self._client.report_task_runner_heartbeat(
+                        taskrunnerId=self.taskrunner_id,
+                        workerGroup=self.worker_group,
+                        hostname=self.hostname,
+                    )
+            except (Exception, TimeoutError) as exc:
+                failures += 1
+                delay = jittered_backoff(failures, start=1.0, cap=delay)
+                description = read_failure(exc).description if isinstance(exc, Exception) else ""
+                logger.warning(
+                    "ReportTaskRunnerHeartbeat failed (%s); next in %.1f s", description, delay
+                )
+            else:
+                failures = 0
+                if answer.get("terminate") is True:
+                    logger.info("the service asked task runner %s to terminate", self.taskrunner_id)
+                    self.stop()
+                    return
+            await anyio.sleep(delay)
+
+
+def _check_read_timeout(client: Any) -> None:
+    config = getattr(getattr(client, "meta", None), "config", None)
+    read_timeout = getattr(config, "read_timeout", None)
+    if isinstance(read_timeout, int | float) and read_timeout <= LONGEST_POLL:
+        raise ValueError(
+            f"the client's read_timeout ({read_timeout:g} s) would cut PollForTask's long poll "
+            f"(up to {LONGEST_POLL:g} s): create it with config=TaskRunner.client_config()"
+        )
+
+
+def _checked(structure: str, member: str, value: object) -> str:
+    """``value`` if the service would take it for ``structure.member``, else raise."""
+    if not isinstance(value, str):
+        raise TypeError(f"{member} must be a string, not {type(value).__name__}")
+    if problem := member_shape(structure, member).problem(value):
+        raise ValueError(f"{member} {value!r} {problem}")
+    return value
+
+
+def _error_fields(error: Exception) -> dict[str, str]:
+    """errorId, errorMessage and errorStackTrace for a failed task, cut to the model's limits."""
+    if isinstance(error, TaskFailed):
+        error_id, trace = error.error_id, error.stack_trace
+    else:
+        error_id, trace = type(error).__name__, None
+    if error_id.startswith("Service_"):  # reserved for the service itself
+        error_id = f"Task_{error_id}"
+    if trace is None:
+        trace = "".join(traceback.format_exception(error))
+    message = str(error) or error_id
+    return {
+        "errorId": _fit(error_id, "errorId"),
+        "errorMessage": _fit(message, "errorMessage"),
+        # The end of a traceback says most: where it failed and why.
+        "errorStackTrace": _fit(trace, "errorStackTrace", keep_end=True),
+    }
+
+
+def _fit(value: str, member: str, *, keep_end: bool = False) -> str:
+    shape = member_shape("SetTaskStatusInput", member)
+    if shape.pattern is not None:
+        value = "".join(c if shape.pattern.fullmatch(c) else "?" for c in value)
+    limit = shape.max_length
+    if limit is not None and len(value) > limit:
+        value = "…" + value[-(limit - 1) :] if keep_end else value[: limit - 1] + "…"
+    return value or "?"

@@ -1,0 +1,82 @@
+"""A typed view of the task object PollForTask hands out."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PipelineObject:
+    """One pipeline object of a task: the activity, its attempt, what they refer to.
+
+    ``strings`` and ``refs`` keep string and reference values apart. A key the object lists
+    more than once (a list, such as several ``input`` refs) maps to its last value there;
+    `values` gives them all.
+    """
+
+    id: str
+    name: str
+    strings: Mapping[str, str]
+    refs: Mapping[str, str]
+    fields: tuple[tuple[str, str, str], ...]  # (key, "stringValue" | "refValue", value)
+
+    def values(self, key: str) -> list[str]:
+        """Every value of ``key``, string or ref, in the order the object lists them."""
+        return [value for field_key, _, value in self.fields if field_key == key]
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> PipelineObject:
+        fields: list[tuple[str, str, str]] = []
+        for field in wire.get("fields", []):
+            kind = "refValue" if "refValue" in field else "stringValue"
+            fields.append((field["key"], kind, field.get(kind, "")))
+        return cls(
+            id=wire["id"],
+            name=wire.get("name", wire["id"]),
+            strings=MappingProxyType({k: v for k, kind, v in fields if kind == "stringValue"}),
+            refs=MappingProxyType({k: v for k, kind, v in fields if kind == "refValue"}),
+            fields=tuple(fields),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Task:
+    """The task PollForTask handed out: its ids and its pipeline objects by id."""
+
+    task_id: str
+    pipeline_id: str
+    attempt_id: str
+    objects: Mapping[str, PipelineObject]
+
+    @property
+    def attempt(self) -> PipelineObject | None:
+        """The attempt object this task runs, if the service sent it."""
+        return self.objects.get(self.attempt_id)
+
+    @property
+    def activity(self) -> PipelineObject | None:
+        """The activity the attempt belongs to (its ``@componentParent``), if sent."""
+        attempt = self.attempt
+        parent = attempt.refs.get("@componentParent") if attempt else None
+        return self.objects.get(parent) if parent else None
+
+    @classmethod
+    def from_wire(cls, task_object: Mapping[str, Any]) -> Task:
+        """Read PollForTask's ``taskObject``; a missing id raises ValueError naming it."""
+        for key in ("taskId", "pipelineId", "attemptId"):
+            if not isinstance(task_object.get(key), str):
+                # A malformed answer, not a caller passing the wrong type: hence ValueError.
+                raise ValueError(f"the task object has no {key}: {dict(task_object)!r}")  # noqa: TRY004
+        objects = {
+            object_id: PipelineObject.from_wire({"id": object_id, **wire})
+            for object_id, wire in (task_object.get("objects") or {}).items()
+        }
+        return cls(
+            task_id=task_object["taskId"],
+            pipeline_id=task_object["pipelineId"],
+            attempt_id=task_object["attemptId"],
+            objects=MappingProxyType(objects),
+        )

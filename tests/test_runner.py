@@ -1,0 +1,353 @@
+"""TaskRunner against the local Data Pipeline: poll, run under a heartbeat, report, shut down."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+import pytest_asyncio
+
+from asyncheartbeat import (
+    CancelReason,
+    Heartbeat,
+    HeartbeatError,
+    Task,
+    TaskEvent,
+    TaskFailed,
+    TaskRunner,
+)
+from asyncheartbeat.testing import Fault, LocalDataPipeline
+
+from .conftest import client_config, make_client
+
+pytestmark = pytest.mark.asyncio
+
+WORKER_GROUP = "runners"
+
+
+@pytest_asyncio.fixture
+async def dp() -> AsyncIterator[LocalDataPipeline]:
+    """A local Data Pipeline whose long polls and leases are short enough for a test."""
+    async with LocalDataPipeline(poll_timeout=0.2, ack_timeout=5, report_timeout=2) as served:
+        yield served
+
+
+@pytest_asyncio.fixture
+async def client(dp: LocalDataPipeline) -> AsyncIterator[Any]:
+    async with make_client(dp) as datapipeline:
+        yield datapipeline
+
+
+class Events:
+    """The runner's events, and a way to wait for them."""
+
+    def __init__(self) -> None:
+        self.seen: list[TaskEvent] = []
+        self._changed = anyio.Event()
+
+    def __call__(self, event: TaskEvent) -> None:
+        self.seen.append(event)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def of(self, kind: str) -> list[TaskEvent]:
+        return [event for event in self.seen if event.kind == kind]
+
+    async def wait_for(self, kind: str, count: int = 1) -> list[TaskEvent]:
+        with anyio.fail_after(5):
+            while len(self.of(kind)) < count:
+                await self._changed.wait()
+        return self.of(kind)
+
+
+async def do_nothing(task: Task, hb: Heartbeat) -> None:
+    """A handler whose job is done at once."""
+
+
+def make_runner(
+    client: Any, handler: Callable[[Task, Heartbeat], Awaitable[object]], **options: Any
+) -> tuple[TaskRunner, Events]:
+    events = Events()
+    options = {"interval": 0.1, "lease_timeout": 1.0, "shutdown_grace": 1.0} | options
+    runner = TaskRunner(
+        client, worker_group=WORKER_GROUP, handler=handler, on_event=events, **options
+    )
+    return runner, events
+
+
+async def until(runner: TaskRunner, condition: Callable[[], Awaitable[object]]) -> None:
+    """Run ``runner`` until ``condition`` returns, then stop it and wait for it to end."""
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run)
+            await condition()
+            runner.stop()
+
+
+def statuses(dp: LocalDataPipeline, task_id: str) -> list[str]:
+    return [c.params["taskStatus"] for c in dp.calls if c.operation == "SetTaskStatus"
+            and c.task_id == task_id]  # fmt: skip
+
+
+async def test_a_handler_that_returns_finishes_its_task(dp: LocalDataPipeline, client: Any) -> None:
+    """The handler gets the task and its heartbeat; returning reports FINISHED once."""
+    dp.add_pipeline(worker_group=WORKER_GROUP, command="copy-rows")
+    seen: list[Task] = []
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        seen.append(task)
+        hb.set_field("rowsCopied", "30")
+
+    runner, events = make_runner(client, handle)
+    await until(runner, lambda: events.wait_for("finished"))
+    [task] = seen
+    assert task.activity is not None
+    assert task.activity.strings["command"] == "copy-rows"
+    assert statuses(dp, task.task_id) == ["FINISHED"]
+    attempt = dp.attempt(task.task_id)
+    assert (attempt.status.value, attempt.fields["rowsCopied"]) == ("FINISHED", "30")
+    assert [e.kind for e in events.seen] == ["started", "finished"]
+
+
+async def test_a_handler_that_raises_fails_its_task_with_the_error(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """FAILED carries the exception's type, message and the end of its traceback."""
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        raise KeyError("row 7")
+
+    runner, events = make_runner(client, handle)
+    await until(runner, lambda: events.wait_for("failed"))
+    [failed] = events.of("failed")
+    attempt = dp.attempt(failed.task.task_id)
+    assert attempt.status.value == "FAILED"
+    assert (attempt.error_id, attempt.error_message) == ("KeyError", "'row 7'")
+    assert attempt.error_stack_trace is not None
+    assert attempt.error_stack_trace.startswith("Traceback")
+    assert attempt.error_stack_trace.endswith("KeyError: 'row 7'\n")
+
+
+async def test_error_fields_are_cut_to_the_models_limits(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """TaskFailed sets the fields; an over-long stack trace keeps its end; Service_ is reserved."""
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        raise TaskFailed("bad input", error_id="Service_Bad", stack_trace="x" * 5000 + "END")
+
+    runner, events = make_runner(client, handle)
+    await until(runner, lambda: events.wait_for("failed"))
+    attempt = dp.attempt(events.of("failed")[0].task.task_id)
+    assert attempt.status.value == "FAILED"
+    assert (attempt.error_id, attempt.error_message) == ("Task_Service_Bad", "bad input")
+    assert attempt.error_stack_trace is not None
+    assert len(attempt.error_stack_trace) == 1024
+    assert attempt.error_stack_trace.endswith("xEND")
+
+
+async def test_a_task_cancelled_while_its_handler_runs_is_not_reported(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """SetStatus CANCEL stops the handler; no SetTaskStatus follows."""
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        dp.cancel_task(task.task_id)
+        await anyio.sleep_forever()
+
+    runner, events = make_runner(client, handle)
+    await until(runner, lambda: events.wait_for("cancelled"))
+    [cancelled] = events.of("cancelled")
+    assert cancelled.reason is CancelReason.REQUESTED
+    assert statuses(dp, cancelled.task.task_id) == []
+    assert dp.attempt(cancelled.task.task_id).status.value == "CANCELED"
+
+
+async def test_a_pipeline_deleted_under_a_running_task_stops_it_unreported(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """A deleted pipeline stops the handler with PIPELINE_DELETED; nothing is reported."""
+    pipeline_id = dp.add_pipeline(worker_group=WORKER_GROUP)
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        dp.delete_pipeline(pipeline_id)
+        await anyio.sleep_forever()
+
+    runner, events = make_runner(client, handle)
+    await until(runner, lambda: events.wait_for("cancelled"))
+    [cancelled] = events.of("cancelled")
+    assert cancelled.reason is CancelReason.PIPELINE_DELETED
+    assert statuses(dp, cancelled.task.task_id) == []
+
+
+async def test_no_more_tasks_run_at_once_than_concurrency_allows(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """Five ready tasks, two slots: two run at a time, and no poll is made while both run."""
+    for _ in range(5):
+        dp.add_pipeline(worker_group=WORKER_GROUP)
+    running = most = polls_when_full = 0
+    polls_while_full: list[int] = []
+
+    def polls() -> int:
+        return len([c for c in dp.calls if c.operation == "PollForTask"])
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        nonlocal running, most, polls_when_full
+        running += 1
+        most = max(most, running)
+        if running == 2:
+            polls_when_full = polls()
+        await anyio.sleep(0.2)
+        if running == 2:  # the first of the two to end: both ran all along
+            polls_while_full.append(polls() - polls_when_full)
+        running -= 1
+
+    runner, events = make_runner(client, handle, concurrency=2)
+    await until(runner, lambda: events.wait_for("finished", 5))
+    assert most == 2
+    assert polls_while_full
+    assert set(polls_while_full) == {0}
+
+
+async def test_terminate_stops_polling_and_gives_running_tasks_their_grace(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """Told to terminate, run() returns: a task done within the grace is FINISHED, one that
+    is not is cancelled unreported, for the service to reassign."""
+    for _ in range(2):
+        dp.add_pipeline(worker_group=WORKER_GROUP)
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        if len(events.of("started")) == 2:
+            dp.set_terminate(True)
+        await anyio.sleep(0.2 if task is events.of("started")[0].task else 60)
+
+    runner, events = make_runner(
+        client, handle, concurrency=2, runner_heartbeat_interval=0.05, shutdown_grace=0.5
+    )
+    with anyio.fail_after(5):
+        await runner.run()
+    [finished] = events.of("finished")
+    [cancelled] = events.of("cancelled")
+    assert cancelled.reason is None
+    assert statuses(dp, finished.task.task_id) == ["FINISHED"]
+    assert statuses(dp, cancelled.task.task_id) == []
+    assert dp.attempt(cancelled.task.task_id).status.value == "RUNNING"  # until its lease ends
+
+
+@pytest.mark.parametrize("poll_timeout", [0.001])
+async def test_a_flood_of_empty_polls_backs_off(poll_timeout: float) -> None:
+    """Polls answered empty at once are spaced out with growing, jittered pauses."""
+    async with (
+        LocalDataPipeline(poll_timeout=poll_timeout) as dp,
+        make_client(dp) as client,
+    ):
+        runner, _ = make_runner(client, do_nothing, max_poll_pause=1.0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run)
+            await anyio.sleep(2)  # the runner's own pace is what is measured
+            runner.stop()
+        polls = [c for c in dp.calls if c.operation == "PollForTask"]
+    assert 3 <= len(polls) <= 15
+
+
+async def test_poll_errors_back_off_and_the_runner_goes_on(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """Throttled polls are retried after a pause; the ready task is then run."""
+    dp.inject(Fault.error("ThrottlingException"), operation="PollForTask", times=3)
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+    runner, events = make_runner(client, do_nothing)
+    await until(runner, lambda: events.wait_for("finished"))
+    outcomes = [c.outcome for c in dp.calls if c.operation == "PollForTask"]
+    assert outcomes[:4] == ["error:ThrottlingException"] * 3 + ["answered"]
+
+
+async def test_a_refused_poll_stops_the_runner_with_the_reason(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """AccessDenied on PollForTask will not heal by retrying: run() raises, saying why."""
+    dp.inject(Fault.error("AccessDeniedException"), operation="PollForTask", times=None)
+    runner, _ = make_runner(client, do_nothing)
+    with anyio.fail_after(5), pytest.raises(HeartbeatError, match="AccessDeniedException"):
+        await runner.run()
+
+
+async def test_set_task_status_is_retried_on_transient_errors(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """Two 500s on SetTaskStatus, then it lands: the task is FINISHED."""
+    dp.inject(Fault.error("InternalServiceError"), operation="SetTaskStatus", times=2)
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+    runner, events = make_runner(client, do_nothing)
+    await until(runner, lambda: events.wait_for("finished"))
+    task_id = events.of("finished")[0].task.task_id
+    assert dp.attempt(task_id).status.value == "FINISHED"
+    assert len([c for c in dp.calls if c.operation == "SetTaskStatus"]) == 3
+
+
+async def test_stop_abandons_an_in_flight_long_poll() -> None:
+    """stop() during a 60 s long poll returns from run() at once."""
+    async with LocalDataPipeline(poll_timeout=60) as dp, make_client(dp) as client:
+        runner, _ = make_runner(client, do_nothing)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run)
+            with anyio.fail_after(5):
+                await dp.wait_for_calls(lambda calls: any(c.operation == "PollForTask"
+                                                          for c in calls))  # fmt: skip
+            stopped = anyio.current_time()
+            runner.stop()
+        assert anyio.current_time() - stopped < 0.5
+
+
+async def test_a_failing_event_hook_does_not_stop_the_runner(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """An on_event hook that raises is logged; the task still finishes."""
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+    finished = anyio.Event()
+
+    def hook(event: TaskEvent) -> None:
+        if event.kind == "finished":
+            finished.set()
+        raise RuntimeError("hook bug")
+
+    runner = TaskRunner(
+        client, worker_group=WORKER_GROUP, handler=do_nothing,
+        interval=0.1, lease_timeout=1.0, on_event=hook,
+    )  # fmt: skip
+    await until(runner, finished.wait)
+
+
+async def test_a_client_that_would_cut_the_long_poll_is_refused(dp: LocalDataPipeline) -> None:
+    """botocore's 60 s read timeout is shorter than a 90 s long poll: refused, with the fix."""
+    async with make_client(dp, client_config(read_timeout=60)) as short:
+        with pytest.raises(ValueError, match=r"read_timeout \(60 s\).*client_config"):
+            TaskRunner(short, worker_group=WORKER_GROUP, handler=do_nothing)
+    assert TaskRunner.client_config().read_timeout > 90
+    assert TaskRunner.client_config(read_timeout=120).read_timeout == 120
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"worker_group": ""}, "worker_group must not be empty"),
+        ({"concurrency": 0}, "concurrency must be a whole number of at least 1"),
+        ({"shutdown_grace": -1}, "shutdown_grace must be"),
+        ({"interval": 10, "lease_timeout": 5}, "lease_timeout"),
+        ({"hostname": "h\x00st"}, "hostname"),
+    ],
+)
+async def test_bad_options_are_refused_naming_them(
+    client: Any, options: dict[str, Any], message: str
+) -> None:
+    """Each bad option raises ValueError naming it, before anything runs."""
+    options = {"worker_group": WORKER_GROUP} | options
+    with pytest.raises(ValueError, match=message):
+        TaskRunner(client, handler=do_nothing, **options)

@@ -1,0 +1,33 @@
+"""The typed view of PollForTask's task object."""
+
+from __future__ import annotations
+
+import pytest
+
+from asyncheartbeat import Task
+
+
+def test_the_task_view_keeps_strings_and_refs_apart() -> None:
+    """Task.from_wire reads ids and objects; repeated keys keep every value in order."""
+    task = Task.from_wire(
+        {
+            "taskId": "t",
+            "pipelineId": "df-1",
+            "attemptId": "@Copy_1",
+            "objects": {
+                "@Copy_1": {"name": "@Copy_1", "fields": [
+                    {"key": "@componentParent", "refValue": "Copy"}]},
+                "Copy": {"name": "Copy", "fields": [
+                    {"key": "command", "stringValue": "cp"},
+                    {"key": "input", "refValue": "A"},
+                    {"key": "input", "refValue": "B"},
+                ]},
+            },
+        }
+    )  # fmt: skip
+    assert task.activity is not None
+    assert task.activity.strings == {"command": "cp"}
+    assert task.activity.refs == {"input": "B"}
+    assert task.activity.values("input") == ["A", "B"]
+    with pytest.raises(ValueError, match="no attemptId"):
+        Task.from_wire({"taskId": "t", "pipelineId": "df-1"})
