@@ -7,9 +7,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 DEMO = Path(__file__).parent.parent / "examples" / "demo.py"
 
 
+@pytest.mark.slow  # a whole run of the README's demo: seconds, in the slow checks
 def test_the_demo_cancels_one_job_and_finishes_the_other() -> None:
     """One job is stopped with REQUESTED, the other finishes with its last progress reported."""
     started = time.monotonic()

@@ -104,7 +104,7 @@ def run_scripted(script: list[tuple[float, str]], seed: int) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(script=st.lists(calls, max_size=40), seed=st.integers(0, 2**32))
 def test_the_schedule_keeps_its_promises_under_any_latency_and_failure(
     script: list[tuple[float, str]], seed: int
@@ -165,7 +165,7 @@ def allowed_by_the_service(text: str, longest: int) -> bool:
     )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(
     text=st.one_of(
         st.text(characters, max_size=30), st.text(characters, min_size=2040, max_size=2060)

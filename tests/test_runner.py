@@ -251,10 +251,10 @@ async def test_a_flood_of_empty_polls_backs_off(poll_timeout: float) -> None:
         runner, _ = make_runner(client, do_nothing, max_poll_pause=1.0)
         async with anyio.create_task_group() as tg:
             tg.start_soon(runner.run)
-            await anyio.sleep(2)  # the runner's own pace is what is measured
+            await anyio.sleep(1)  # the runner's own pace is what is measured
             runner.stop()
         polls = [c for c in dp.calls if c.operation == "PollForTask"]
-    assert 3 <= len(polls) <= 15
+    assert 2 <= len(polls) <= 10  # back to back, they would be hundreds
 
 
 async def test_poll_errors_back_off_and_the_runner_goes_on(

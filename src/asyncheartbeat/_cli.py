@@ -1,13 +1,34 @@
-"""The command line: ``asyncheartbeat emulator`` (also ``python -m asyncheartbeat``)."""
+"""The command line (also ``python -m asyncheartbeat``): ``run`` a command under a task's
+heartbeat, run a ``worker`` that polls for tasks and runs a command for each, or serve a
+local Data Pipeline (``emulator``)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import signal
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
+
+from ._command import (
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    EXIT_OWN_FAILURE,
+    EXIT_STATUS,
+    run_command,
+    task_environment,
+)
+from ._errors import HeartbeatError, TaskCancelled
+from ._fields import check_field
+from ._heartbeat import Heartbeat
+from ._runner import TaskFailed, TaskRunner
+from ._task import Task
 
 
 def _positive_seconds(text: str) -> float:
@@ -26,11 +47,96 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _field(text: str) -> dict[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    try:
+        check_field(key, "stringValue", value)
+    except ValueError as problem:
+        raise argparse.ArgumentTypeError(str(problem)) from None
+    return {"key": key, "stringValue": value}
+
+
+def _add_common(command: argparse.ArgumentParser) -> None:
+    """AWS settings and heartbeat timing, shared by run and worker."""
+    aws = command.add_argument_group("AWS (credentials and profile come from the environment)")
+    aws.add_argument("--region", help="AWS region (default: from the environment or profile)")
+    aws.add_argument("--endpoint-url", help="another endpoint, such as a local Data Pipeline")
+    timing = command.add_argument_group("heartbeat")
+    timing.add_argument(
+        "--interval", type=_positive_seconds, default=60.0, metavar="SECONDS",
+        help="seconds between progress reports (default: 60)",
+    )  # fmt: skip
+    timing.add_argument(
+        "--lease-timeout", type=_positive_seconds, default=300.0, metavar="SECONDS",
+        help="stop the command after this long without an answered report (default: 300)",
+    )  # fmt: skip
+    timing.add_argument(
+        "--grace", type=float, default=10.0, metavar="SECONDS",
+        help="after SIGTERM, wait this long before SIGKILL (default: 10)",
+    )  # fmt: skip
+    command.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+
+EXIT_CODES = """exit status:
+  CMD's own status       CMD ran to its end (128+N if signal N ended it)
+  121                    the service cancelled the task (canceled: true)
+  122                    the task or its pipeline is gone (reassigned, deleted)
+  123                    the lease was lost: no report got through for --lease-timeout
+  124                    the service refused the reports (credentials, permissions)
+  125                    asyncheartbeat itself failed
+  126, 127               CMD is not executable, or not found
+  130, 143               interrupted by SIGINT or SIGTERM
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asyncheartbeat", description="Keep AWS Data Pipeline tasks alive; test them locally."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="run a command while heartbeating a task",
+        description="Run CMD as a subprocess while reporting progress on task ID. Lines CMD "
+        "prints as 'asyncheartbeat: key=value' set progress fields. When the task is cancelled, "
+        "reassigned or its lease lost, CMD's process group gets SIGTERM, then SIGKILL after "
+        "--grace. SetTaskStatus is left to the caller, by the exit status.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--task-id", required=True, help="the task's id, from PollForTask")
+    run.add_argument(
+        "--field", type=_field, action="append", default=[], metavar="KEY=VALUE",
+        help="a progress field to report from the start (repeatable)",
+    )  # fmt: skip
+    _add_common(run)
+    worker = commands.add_parser(
+        "worker",
+        help="poll a worker group and run a command for each task",
+        description="Poll WORKER_GROUP for tasks and run CMD for each, with the task's ids and "
+        "its activity's fields in the environment (ASYNCHEARTBEAT_TASK_ID, "
+        "ASYNCHEARTBEAT_FIELD_<key>, ASYNCHEARTBEAT_TASK as JSON). Exit 0 reports FINISHED; "
+        "any other status FAILED, with the end of CMD's standard error. SIGINT or SIGTERM "
+        "stop polling and let running tasks finish within --shutdown-grace; a second one "
+        "stops them at once.",
+    )
+    worker.add_argument("--worker-group", required=True, help="the worker group to poll")
+    worker.add_argument(
+        "--concurrency", type=_count, default=1, metavar="N", help="tasks at once (default: 1)"
+    )
+    worker.add_argument(
+        "--shutdown-grace", type=float, default=30.0, metavar="SECONDS",
+        help="on shutdown, how long running tasks may go on (default: 30)",
+    )  # fmt: skip
+    _add_common(worker)
     emulator = commands.add_parser(
         "emulator",
         help="serve a local Data Pipeline until interrupted",
@@ -79,8 +185,151 @@ async def _serve_emulator(args: argparse.Namespace) -> None:
                 break
 
 
+@asynccontextmanager
+async def _client(args: argparse.Namespace) -> AsyncIterator[Any]:
+    from aiobotocore.session import get_session  # noqa: PLC0415 - only where a client is made
+
+    async with get_session().create_client(
+        "datapipeline",
+        region_name=args.region,
+        endpoint_url=args.endpoint_url,
+        config=TaskRunner.client_config(),
+    ) as client:
+        yield client
+
+
+async def _on_signals(first: Callable[[int], object], second: Callable[[int], object]) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        handlers = iter((first, second))
+        async for signum in signals:
+            next(handlers, second)(signum)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    interrupted: list[int] = []
+    async with _client(args) as client, anyio.create_task_group() as tg:
+
+        def interrupt(signum: int) -> None:
+            interrupted.append(signum)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(_on_signals, interrupt, interrupt)
+        status = await _run_under_heartbeat(client, args)
+        tg.cancel_scope.cancel()
+    return 128 + interrupted[0] if interrupted else status
+
+
+async def _run_under_heartbeat(client: Any, args: argparse.Namespace) -> int:
+    """``args.cmd`` under task ``args.task_id``'s heartbeat; its exit status as documented."""
+    try:
+        async with Heartbeat(
+            client,
+            args.task_id,
+            interval=args.interval,
+            lease_timeout=args.lease_timeout,
+            fields=args.field,
+        ) as hb:
+            _status(f"task {args.task_id}: running {' '.join(args.cmd)}")
+            result = await run_command(args.cmd, hb, grace=args.grace)
+    except TaskCancelled as stopped:
+        _status(f"task {args.task_id}: {stopped.reason.value}, command stopped")
+        return EXIT_STATUS[stopped.reason]
+    except OSError as error:
+        return _cannot_start(args.cmd[0], error)
+    _status(f"task {args.task_id}: command exited with status {result.status}")
+    return result.status
+
+
+def _cannot_start(command: str, error: OSError) -> int:
+    _status(f"cannot run {command!r}: {error.strerror or error}")
+    if isinstance(error, FileNotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(error, PermissionError):
+        return EXIT_NOT_EXECUTABLE
+    return EXIT_OWN_FAILURE
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    interrupted: list[int] = []
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        env = os.environ | task_environment(task)
+        result = await run_command(
+            args.cmd, hb, grace=args.grace, env=env, capture_stderr=True, stdin=subprocess.DEVNULL
+        )
+        if result.status != 0:
+            last_line = (result.stderr_tail.strip().splitlines() or [""])[-1]
+            raise TaskFailed(
+                f"{args.cmd[0]} exited with status {result.status}: {last_line}".rstrip(": "),
+                error_id="CommandFailed",
+                stack_trace=result.stderr_tail or None,
+            )
+
+    async with _client(args) as client:
+        runner = TaskRunner(
+            client,
+            worker_group=args.worker_group,
+            handler=handle,
+            concurrency=args.concurrency,
+            interval=args.interval,
+            lease_timeout=args.lease_timeout,
+            shutdown_grace=args.shutdown_grace,
+        )
+        async with anyio.create_task_group() as tg:
+
+            def stop(signum: int) -> None:
+                interrupted.append(signum)
+                _status("stopping: no new tasks; running ones get --shutdown-grace")
+                runner.stop()
+
+            def abort(signum: int) -> None:
+                _status("stopping now")
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(_on_signals, stop, abort)
+            status = 0
+            try:
+                await runner.run()
+            except HeartbeatError as error:
+                _status(str(error))
+                status = EXIT_OWN_FAILURE
+            tg.cancel_scope.cancel()
+    return 128 + interrupted[0] if interrupted else status
+
+
+def _status(line: str) -> None:
+    print(f"asyncheartbeat: {line}", file=sys.stderr, flush=True)
+
+
+def _log_to_stderr() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("asyncheartbeat: %(message)s"))
+    logger = logging.getLogger("asyncheartbeat")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "emulator":
+        return _serve(args)
+    if args.cmd[:1] == ["--"]:
+        args.cmd = args.cmd[1:]
+    if not args.cmd:
+        parser.error(f"{args.command} needs a command to run: ... -- CMD [ARGS...]")
+    if args.grace < 0:
+        parser.error("--grace must be 0 or more seconds")
+    _log_to_stderr()
+    try:
+        status: int = anyio.run(_run if args.command == "run" else _worker, args)
+    except Exception as error:  # no region, no credentials, a bad option …
+        _status(f"failed: {type(error).__name__}: {error}")
+        return EXIT_OWN_FAILURE
+    return status
+
+
+def _serve(args: argparse.Namespace) -> int:
     try:
         anyio.run(_serve_emulator, args)
     except OSError as error:  # the port is taken, the address is not ours …

@@ -1,0 +1,210 @@
+"""`asyncheartbeat run` and `asyncheartbeat worker`, run as the user runs them, against the
+local Data Pipeline."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+import pytest_asyncio
+
+from asyncheartbeat.testing import Fault, LocalDataPipeline
+
+from .conftest import ACCESS_KEY, SECRET_KEY
+
+pytestmark = pytest.mark.asyncio
+
+ENV = os.environ | {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+FAST = ["--interval", "0.1", "--lease-timeout", "1"]
+
+
+@pytest_asyncio.fixture
+async def dp() -> AsyncIterator[LocalDataPipeline]:
+    async with LocalDataPipeline(poll_timeout=0.2, report_timeout=2) as served:
+        yield served
+
+
+def command(dp: LocalDataPipeline, subcommand: str, *args: str) -> list[str]:
+    return [
+        sys.executable, "-m", "asyncheartbeat", subcommand,
+        "--endpoint-url", dp.url, "--region", "us-east-1", *args,
+    ]  # fmt: skip
+
+
+async def start(argv: list[str]) -> anyio.abc.Process:
+    return await anyio.open_process(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+
+
+async def wait_for_output(process: anyio.abc.Process, text: str) -> str:
+    """Read the command's standard output until ``text`` appears; return what was read."""
+    assert process.stdout is not None
+    seen = b""
+    with anyio.fail_after(10):
+        while text.encode() not in seen:
+            seen += await process.stdout.receive()
+    return seen.decode()
+
+
+async def finish(process: anyio.abc.Process, out_so_far: str = "") -> tuple[int, str, str]:
+    """Wait for the process; its status, standard output and standard error."""
+    out, err = out_so_far.encode(), b""
+
+    async def read(stream: Any, into: str) -> None:
+        nonlocal out, err
+        async for chunk in stream:
+            if into == "out":
+                out += chunk
+            else:
+                err += chunk
+
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read, process.stdout, "out")
+            tg.start_soon(read, process.stderr, "err")
+            await process.wait()
+    await process.aclose()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_run_reports_while_the_command_runs_and_exits_with_its_status(
+    dp: LocalDataPipeline,
+) -> None:
+    """Field lines set progress fields (and are not shown); other output passes through;
+    the command's own status is the exit status."""
+    task_id = dp.add_task()
+    script = 'echo hello; echo "asyncheartbeat: step=copy"; sleep 0.3; exit 3'
+    process = await start(command(dp, "run", "--task-id", task_id, *FAST,
+                                  "--field", "stage=start", "--", "sh", "-c", script))  # fmt: skip
+    status, out, err = await finish(process)
+    assert status == 3, err
+    assert out == "hello\n"
+    assert dp.attempt(task_id).fields == {"stage": "start", "step": "copy"}
+    assert len(dp.reports(task_id)) >= 3
+
+
+async def test_run_stops_a_cancelled_command_with_sigterm(dp: LocalDataPipeline) -> None:
+    """Cancelled by the service: SIGTERM to the command, exit status 121."""
+    task_id = dp.add_task()
+    script = 'trap "echo terminated; exit 0" TERM; echo ready; while :; do sleep 0.05; done'
+    process = await start(command(dp, "run", "--task-id", task_id, *FAST, "--", "sh", "-c", script))
+    ready = await wait_for_output(process, "ready\n")
+    dp.cancel_task(task_id)
+    status, out, err = await finish(process, ready)
+    assert status == 121, err
+    assert out == "ready\nterminated\n"
+    assert "requested" in err
+
+
+async def test_run_kills_a_command_that_ignores_sigterm(dp: LocalDataPipeline) -> None:
+    """A command that ignores SIGTERM gets SIGKILL after --grace, children and all."""
+    task_id = dp.add_task()
+    script = 'trap "" TERM; echo $$; while :; do sleep 0.05; done'
+    process = await start(command(dp, "run", "--task-id", task_id, *FAST, "--grace", "0.3",
+                                  "--", "sh", "-c", script))  # fmt: skip
+    pid = await wait_for_output(process, "\n")
+    dp.delete_pipeline(dp.attempt(task_id).pipeline_id)
+    started = anyio.current_time()
+    status, _, err = await finish(process, pid)
+    assert status == 122, err
+    assert anyio.current_time() - started >= 0.3
+    with anyio.fail_after(2):
+        # No event says when init has reaped the SIGKILLed children: look until they are gone.
+        while group_alive(int(pid)):  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid``, not a zombie, still runs (Linux /proc)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [(Fault.error("InternalServiceError"), 123), (Fault.error("AccessDeniedException"), 124)],
+)
+async def test_run_exit_status_says_why_the_command_was_stopped(
+    dp: LocalDataPipeline, fault: Fault, expected: int
+) -> None:
+    """Lease lost (no report got through) and refused reports have statuses of their own."""
+    task_id = dp.add_task()
+    process = await start(command(dp, "run", "--task-id", task_id, *FAST, "--", "sleep", "30"))
+    with anyio.fail_after(10):
+        await dp.wait_for_reports(task_id, 1)
+    dp.inject(fault, task_id=task_id, times=None)
+    status, _, err = await finish(process)
+    assert status == expected, err
+
+
+async def test_run_of_a_missing_command_exits_127(dp: LocalDataPipeline) -> None:
+    """A command that is not there: 127, as shells say it."""
+    task_id = dp.add_task()
+    process = await start(command(dp, "run", "--task-id", task_id, "--", "no-such-command-x"))
+    status, _, err = await finish(process)
+    assert status == 127, err
+    assert "no-such-command-x" in err
+
+
+async def test_run_interrupted_stops_the_command_and_exits_130(dp: LocalDataPipeline) -> None:
+    """Ctrl-C: the command is stopped, nothing more is reported, exit status 130."""
+    task_id = dp.add_task()
+    script = 'trap "echo terminated; exit 0" TERM; echo ready; while :; do sleep 0.05; done'
+    process = await start(command(dp, "run", "--task-id", task_id, *FAST, "--", "sh", "-c", script))
+    ready = await wait_for_output(process, "ready\n")
+    process.send_signal(signal.SIGINT)
+    status, out, err = await finish(process, ready)
+    assert status == 130, err
+    assert out == "ready\nterminated\n"
+
+
+async def test_bad_arguments_are_refused_by_name(dp: LocalDataPipeline) -> None:
+    """A field that is not key=value, or no command: usage errors naming the problem."""
+    process = await start(command(dp, "run", "--task-id", "t", "--field", "oops", "--", "true"))
+    status, _, err = await finish(process)
+    assert (status, "'oops' is not key=value" in err) == (2, True)
+    process = await start(command(dp, "worker", "--worker-group", "wg"))
+    status, _, err = await finish(process)
+    assert (status, "needs a command to run" in err) == (2, True)
+
+
+async def test_worker_runs_the_command_for_each_task_and_reports_how_it_ended(
+    dp: LocalDataPipeline,
+) -> None:
+    """Exit 0 → FINISHED; otherwise FAILED with the end of standard error. The task's
+    fields are in the environment. SIGTERM ends the worker."""
+    good = dp.add_pipeline(worker_group="wg", command="ok")
+    bad = dp.add_pipeline(worker_group="wg", command="bad", maximum_retries=0)
+    script = (
+        'echo "asyncheartbeat: seen=$ASYNCHEARTBEAT_FIELD_command"; '
+        'if [ "$ASYNCHEARTBEAT_FIELD_command" = ok ]; then exit 0; fi; echo boom >&2; exit 4'
+    )
+    process = await start(command(dp, "worker", "--worker-group", "wg", "--concurrency", "2",
+                                  *FAST, "--", "sh", "-c", script))  # fmt: skip
+    with anyio.fail_after(10):
+        await dp.wait_for_calls(
+            lambda calls: len([c for c in calls if c.operation == "SetTaskStatus"]) == 2
+        )
+    process.send_signal(signal.SIGTERM)
+    status, _, err = await finish(process)
+    assert status == 143, err
+    by_pipeline = {a.pipeline_id: a for a in dp.service.handed_out.values()}
+    assert (by_pipeline[good].status.value, by_pipeline[good].fields["seen"]) == ("FINISHED", "ok")
+    failed = by_pipeline[bad]
+    assert (failed.status.value, failed.error_id) == ("FAILED", "CommandFailed")
+    assert failed.error_message == "sh exited with status 4: boom"
+    assert failed.error_stack_trace == "boom\n"
