@@ -77,7 +77,11 @@ def make_client(dp: LocalDataPipeline | EmulatorProcess, config: AioConfig | Non
 
 @pytest_asyncio.fixture
 async def client(dp: LocalDataPipeline) -> AsyncIterator[Any]:
+    """An aiobotocore client for ``dp``, warmed up as a worker's is: a new client's first
+    call pays for endpoint resolution and connecting, longer than the tests' intervals."""
     async with make_client(dp) as datapipeline:
+        await datapipeline.list_pipelines()
+        dp.calls.clear()  # the warm-up is not the test's
         yield datapipeline
 
 
