@@ -100,9 +100,13 @@ async def test_a_handler_that_returns_finishes_its_task(dp: LocalDataPipeline, c
         seen.append(task)
         hb.set_field("rowsCopied", "30")
 
-    runner, events = make_runner(client, handle)
+    identity = {"document": "{}", "signature": "signed"}
+    runner, events = make_runner(client, handle, hostname="runner-1", instance_identity=identity)
     await until(runner, lambda: events.wait_for("finished"))
     [task] = seen
+    poll = next(c for c in dp.calls if c.operation == "PollForTask")
+    assert poll.params == {"workerGroup": WORKER_GROUP, "hostname": "runner-1",
+                           "instanceIdentity": identity}  # fmt: skip
     assert task.activity is not None
     assert task.activity.strings["command"] == "copy-rows"
     assert statuses(dp, task.task_id) == ["FINISHED"]
@@ -239,6 +243,9 @@ async def test_terminate_stops_polling_and_gives_running_tasks_their_grace(
     assert statuses(dp, finished.task.task_id) == ["FINISHED"]
     assert statuses(dp, cancelled.task.task_id) == []
     assert dp.attempt(cancelled.task.task_id).status.value == "RUNNING"  # until its lease ends
+    beat = next(c for c in dp.calls if c.operation == "ReportTaskRunnerHeartbeat")
+    assert beat.params == {"taskrunnerId": runner.taskrunner_id, "workerGroup": WORKER_GROUP,
+                           "hostname": runner.hostname}  # fmt: skip
 
 
 @pytest.mark.parametrize("poll_timeout", [0.001])
