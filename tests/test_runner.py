@@ -172,20 +172,38 @@ async def test_a_task_cancelled_while_its_handler_runs_is_not_reported(
     assert dp.attempt(cancelled.task.task_id).status.value == "CANCELED"
 
 
-async def test_a_pipeline_deleted_under_a_running_task_stops_it_unreported(
-    dp: LocalDataPipeline, client: Any
+@pytest.mark.parametrize(
+    ("take_away", "reason"),
+    [
+        (lambda dp, task: dp.delete_pipeline(task.pipeline_id), CancelReason.PIPELINE_DELETED),
+        (lambda dp, task: dp.forget_task(task.task_id), CancelReason.TASK_NOT_FOUND),
+        (
+            lambda dp, task: dp.inject(
+                Fault.error("InternalServiceError"), task_id=task.task_id, times=None
+            ),
+            CancelReason.LEASE_LOST,
+        ),
+    ],
+    ids=["pipeline-deleted", "task-reassigned", "lease-lost"],
+)
+async def test_a_task_taken_away_under_its_handler_is_not_reported(
+    dp: LocalDataPipeline,
+    client: Any,
+    take_away: Callable[[LocalDataPipeline, Task], object],
+    reason: CancelReason,
 ) -> None:
-    """A deleted pipeline stops the handler with PIPELINE_DELETED; nothing is reported."""
-    pipeline_id = dp.add_pipeline(worker_group=WORKER_GROUP)
+    """Pipeline deleted, task reassigned, or no report through for the lease: the handler
+    is stopped with that reason, and nothing is reported."""
+    dp.add_pipeline(worker_group=WORKER_GROUP)
 
     async def handle(task: Task, hb: Heartbeat) -> None:
-        dp.delete_pipeline(pipeline_id)
+        take_away(dp, task)
         await anyio.sleep_forever()
 
     runner, events = make_runner(client, handle)
     await until(runner, lambda: events.wait_for("cancelled"))
     [cancelled] = events.of("cancelled")
-    assert cancelled.reason is CancelReason.PIPELINE_DELETED
+    assert cancelled.reason is reason
     assert statuses(dp, cancelled.task.task_id) == []
 
 
