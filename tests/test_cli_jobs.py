@@ -172,16 +172,6 @@ async def test_run_interrupted_stops_the_command_and_exits_130(dp: LocalDataPipe
     assert out == "ready\nterminated\n"
 
 
-async def test_bad_arguments_are_refused_by_name(dp: LocalDataPipeline) -> None:
-    """A field that is not key=value, or no command: usage errors naming the problem."""
-    process = await start(command(dp, "run", "--task-id", "t", "--field", "oops", "--", "true"))
-    status, _, err = await finish(process)
-    assert (status, "'oops' is not key=value" in err) == (2, True)
-    process = await start(command(dp, "worker", "--worker-group", "wg"))
-    status, _, err = await finish(process)
-    assert (status, "needs a command to run" in err) == (2, True)
-
-
 async def test_worker_runs_the_command_for_each_task_and_reports_how_it_ended(
     dp: LocalDataPipeline,
 ) -> None:

@@ -41,6 +41,16 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _seconds_or_zero(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 seconds or more")
+    return value
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 picks a free one)")
@@ -79,7 +89,7 @@ def _add_common(command: argparse.ArgumentParser) -> None:
         help="stop the command after this long without an answered report (default: 300)",
     )  # fmt: skip
     timing.add_argument(
-        "--grace", type=float, default=10.0, metavar="SECONDS",
+        "--grace", type=_seconds_or_zero, default=10.0, metavar="SECONDS",
         help="after SIGTERM, wait this long before SIGKILL (default: 10)",
     )  # fmt: skip
     command.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
@@ -133,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency", type=_count, default=1, metavar="N", help="tasks at once (default: 1)"
     )
     worker.add_argument(
-        "--shutdown-grace", type=float, default=30.0, metavar="SECONDS",
+        "--shutdown-grace", type=_seconds_or_zero, default=30.0, metavar="SECONDS",
         help="on shutdown, how long running tasks may go on (default: 30)",
     )  # fmt: skip
     _add_common(worker)
@@ -318,8 +328,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.cmd = args.cmd[1:]
     if not args.cmd:
         parser.error(f"{args.command} needs a command to run: ... -- CMD [ARGS...]")
-    if args.grace < 0:
-        parser.error("--grace must be 0 or more seconds")
     _log_to_stderr()
     try:
         status: int = anyio.run(_run if args.command == "run" else _worker, args)
