@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -31,24 +32,23 @@ from ._runner import TaskFailed, TaskRunner
 from ._task import Task
 
 
-def _positive_seconds(text: str) -> float:
+def _seconds(text: str, *, allow_zero: bool = False) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
+    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
+        bound = "0 seconds or more" if allow_zero else "more than 0 seconds"
+        raise argparse.ArgumentTypeError(f"{text!r} must be {bound}")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    return _seconds(text)
 
 
 def _seconds_or_zero(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 seconds or more")
-    return value
+    return _seconds(text, allow_zero=True)
 
 
 def _port(text: str) -> int:

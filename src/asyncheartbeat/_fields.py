@@ -17,11 +17,17 @@ _VALUE_KINDS: tuple[ValueKind, ValueKind] = ("stringValue", "refValue")
 
 def check_task_id(task_id: object) -> str:
     """Return ``task_id`` if the service would accept it, else raise naming the problem."""
-    if not isinstance(task_id, str):
-        raise TypeError(f"task_id must be a str, not {type(task_id).__name__}")
-    if problem := member_shape("ReportTaskProgressInput", "taskId").problem(task_id):
-        raise ValueError(f"task_id {_preview(task_id)} {problem}")
-    return task_id
+    return check_member("ReportTaskProgressInput", "taskId", task_id, name="task_id")
+
+
+def check_member(structure: str, member: str, value: object, *, name: str) -> str:
+    """Return ``value`` if the service would accept it as ``structure.member``, else raise
+    naming it ``name`` (the caller's word for it) and the problem."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if problem := member_shape(structure, member).problem(value):
+        raise ValueError(f"{name} {_preview(value)} {problem}")
+    return value
 
 
 def check_field(key: object, kind: ValueKind, value: object) -> tuple[str, str]:

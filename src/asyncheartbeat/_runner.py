@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import socket
 import traceback
 import uuid
@@ -16,10 +15,11 @@ import anyio
 
 from ._client import read_failure
 from ._errors import CancelReason, HeartbeatError, TaskCancelled
+from ._fields import check_member
 from ._heartbeat import Heartbeat
 from ._model import member_shape
 from ._task import Task
-from ._timing import Timing, jittered_backoff
+from ._timing import Timing, check_seconds, jittered_backoff
 
 logger = logging.getLogger("asyncheartbeat.runner")
 
@@ -101,29 +101,30 @@ class TaskRunner:
             raise ValueError(
                 f"concurrency must be a whole number of at least 1, not {concurrency!r}"
             )
-        for name, seconds in (("runner_heartbeat_interval", runner_heartbeat_interval),
-                              ("max_poll_pause", max_poll_pause)):  # fmt: skip
-            if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0):
-                raise ValueError(f"{name} must be a number of seconds above 0, not {seconds!r}")
-        if not (isinstance(shutdown_grace, int | float) and 0 <= shutdown_grace < math.inf):
-            raise ValueError(
-                f"shutdown_grace must be a number of seconds >= 0, not {shutdown_grace!r}"
-            )
         self._client = client
         if worker_group == "":
             raise ValueError("worker_group must not be empty: PollForTask matches it exactly")
-        self.worker_group = _checked("PollForTaskInput", "workerGroup", worker_group)
-        self.hostname = _checked("PollForTaskInput", "hostname", hostname or socket.gethostname())
-        self.taskrunner_id = _checked(
-            "ReportTaskRunnerHeartbeatInput", "taskrunnerId", taskrunner_id or str(uuid.uuid4())
+        self.worker_group = check_member(
+            "PollForTaskInput", "workerGroup", worker_group, name="worker_group"
+        )
+        self.hostname = check_member(
+            "PollForTaskInput", "hostname", hostname or socket.gethostname(), name="hostname"
+        )
+        self.taskrunner_id = check_member(
+            "ReportTaskRunnerHeartbeatInput",
+            "taskrunnerId",
+            taskrunner_id or str(uuid.uuid4()),
+            name="taskrunner_id",
         )
         self._instance_identity = dict(instance_identity) if instance_identity else None
         self._handler = handler
         self.concurrency = concurrency
         self._timing = Timing.check(interval, lease_timeout, call_timeout)
-        self._runner_heartbeat_interval = float(runner_heartbeat_interval)
-        self.shutdown_grace = float(shutdown_grace)
-        self._max_poll_pause = float(max_poll_pause)
+        self._runner_heartbeat_interval = check_seconds(
+            "runner_heartbeat_interval", runner_heartbeat_interval
+        )
+        self.shutdown_grace = check_seconds("shutdown_grace", shutdown_grace, allow_zero=True)
+        self._max_poll_pause = check_seconds("max_poll_pause", max_poll_pause)
         self._on_event = on_event
 
         self._slots = anyio.Semaphore(concurrency)
@@ -346,15 +347,6 @@ def _check_read_timeout(client: Any) -> None:
             f"the client's read_timeout ({read_timeout:g} s) would cut PollForTask's long poll "
             f"(up to {LONGEST_POLL:g} s): create it with config=TaskRunner.client_config()"
         )
-
-
-def _checked(structure: str, member: str, value: object) -> str:
-    """``value`` if the service would take it for ``structure.member``, else raise."""
-    if not isinstance(value, str):
-        raise TypeError(f"{member} must be a string, not {type(value).__name__}")
-    if problem := member_shape(structure, member).problem(value):
-        raise ValueError(f"{member} {value!r} {problem}")
-    return value
 
 
 def _error_fields(error: Exception) -> dict[str, str]:

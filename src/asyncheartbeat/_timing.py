@@ -23,8 +23,8 @@ class Timing:
     @classmethod
     def check(cls, interval: float, lease_timeout: float, call_timeout: float | None) -> Timing:
         """Validate the options and fill in the default call timeout."""
-        interval = _positive("interval", interval)
-        lease_timeout = _positive("lease_timeout", lease_timeout)
+        interval = check_seconds("interval", interval)
+        lease_timeout = check_seconds("lease_timeout", lease_timeout)
         if lease_timeout <= interval:
             raise ValueError(
                 f"lease_timeout ({lease_timeout:g} s) must be greater than interval "
@@ -34,7 +34,7 @@ class Timing:
             # One hung call then costs at most one missed report, and at least two
             # attempts always fit in a lease.
             call_timeout = min(interval, lease_timeout / 2)
-        call_timeout = _positive("call_timeout", call_timeout)
+        call_timeout = check_seconds("call_timeout", call_timeout)
         if call_timeout >= lease_timeout:
             raise ValueError(
                 f"call_timeout ({call_timeout:g} s) must be less than lease_timeout "
@@ -66,9 +66,12 @@ def jittered_backoff(failures: int, *, start: float, cap: float) -> float:
     return _random.uniform(0, min(cap, start * 2 ** min(failures - 1, 32)))
 
 
-def _positive(name: str, value: object) -> float:
+def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """``value`` as a float if it is a finite number of seconds above 0 (or 0 itself, with
+    ``allow_zero``), else raise naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number of seconds greater than 0, not {value!r}")
+    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
+        bound = "0 or more" if allow_zero else "greater than 0"
+        raise ValueError(f"{name} must be a finite number of seconds {bound}, not {value!r}")
     return float(value)
