@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -30,6 +30,9 @@ from ._fields import check_field
 from ._heartbeat import Heartbeat
 from ._runner import TaskFailed, TaskRunner
 from ._task import Task
+
+if TYPE_CHECKING:
+    from .testing import RateLimit
 
 
 def _seconds(text: str, *, allow_zero: bool = False) -> float:
@@ -72,6 +75,41 @@ def _field(text: str) -> dict[str, str]:
     except ValueError as problem:
         raise argparse.ArgumentTypeError(str(problem)) from None
     return {"key": key, "stringValue": value}
+
+
+def _rate_limit(text: str) -> tuple[str, RateLimit]:
+    """``OPERATION=RATE[/BURST]`` as ``(operation, RateLimit(rate, burst))``."""
+    from .testing._limits import (  # noqa: PLC0415 - aiohttp only for the emulator
+        DOCUMENTED_BURST,
+        RateLimit,
+        check_operations,
+    )
+
+    operation, equals, limit = text.partition("=")
+    if not equals:
+        raise argparse.ArgumentTypeError(f"{text!r} is not OPERATION=RATE[/BURST]")
+    try:
+        check_operations([operation])
+    except ValueError as problem:
+        raise argparse.ArgumentTypeError(str(problem)) from None
+    rate_text, slash, burst_text = limit.partition("/")
+    try:
+        rate = float(rate_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{rate_text!r} is not a number of calls per second in {text!r}"
+        ) from None
+    try:
+        burst = int(burst_text) if slash else DOCUMENTED_BURST
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{burst_text!r} is not a whole number of calls (the burst) in {text!r}"
+        ) from None
+    try:
+        rate_limit = RateLimit(rate, burst)
+    except ValueError as problem:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}") from None
+    return operation, rate_limit
 
 
 def _add_common(command: argparse.ArgumentParser) -> None:
@@ -172,6 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-record-calls", action="store_true",
         help="do not keep every call in memory (for long load runs)",
     )  # fmt: skip
+    emulator.add_argument(
+        "--rate-limits", action="store_true",
+        help="answer ThrottlingException beyond the service's documented call limits",
+    )  # fmt: skip
+    emulator.add_argument(
+        "--rate-limit", type=_rate_limit, action="append", default=[],
+        metavar="OPERATION=RATE[/BURST]",
+        help="limit OPERATION to RATE calls a second after a burst of BURST (default: 100); "
+        "with --rate-limits, instead of its documented limit (repeatable)",
+    )  # fmt: skip
     return parser
 
 
@@ -187,12 +235,24 @@ async def _serve_emulator(args: argparse.Namespace) -> None:
             poll_timeout=args.poll_timeout,
             seed=args.seed,
             record_calls=not args.no_record_calls,
+            rate_limits=_emulator_rate_limits(args),
         ) as dp:
             # The URL alone on the first line, for scripts: url=$(asyncheartbeat emulator | head -1)
             print(dp.url, flush=True)
             print("local Data Pipeline serving; Ctrl-C stops it", file=sys.stderr, flush=True)
             async for _ in signals:
                 break
+
+
+def _emulator_rate_limits(args: argparse.Namespace) -> bool | dict[str, RateLimit]:
+    """``rate_limits`` for the emulator: the documented limits (``--rate-limits``) and
+    those given one by one (``--rate-limit``), which take precedence."""
+    if not args.rate_limit:
+        return bool(args.rate_limits)
+    from .testing._limits import documented_rate_limits  # noqa: PLC0415 - aiohttp only here
+
+    limits = documented_rate_limits() if args.rate_limits else {}
+    return limits | dict(args.rate_limit)
 
 
 @asynccontextmanager

@@ -2,6 +2,7 @@
 
 from ._errors import ServiceError
 from ._faults import Fault, FaultKind
+from ._limits import RateLimit
 from ._mock import MockClient, MockServiceError
 from ._process import EmulatorProcess
 from ._server import Call, LocalDataPipeline
@@ -17,6 +18,7 @@ __all__ = [
     "LocalDataPipeline",
     "MockClient",
     "MockServiceError",
+    "RateLimit",
     "ServiceError",
     "Timeouts",
 ]

@@ -11,6 +11,7 @@ import anyio
 import anyio.abc
 
 from ._faults import Fault
+from ._limits import RateLimits, resolve_rate_limits
 from ._server import CONTROL_PREFIX, DEFAULT_WORKER_GROUP, Call
 from ._service import Timeouts
 
@@ -37,9 +38,11 @@ class EmulatorProcess:
         poll_timeout: float = Timeouts.poll,
         seed: int | None = None,
         record_calls: bool = True,
+        rate_limits: RateLimits = None,
     ) -> None:
         # Bad values are refused here, not discovered in the child's stderr.
         Timeouts(ack_timeout, report_timeout, poll_timeout)
+        limits = resolve_rate_limits(rate_limits)
         self._command = [
             sys.executable, "-m", "asyncheartbeat", "emulator",
             "--host", host, "--port", str(port),
@@ -51,6 +54,12 @@ class EmulatorProcess:
             self._command += ["--seed", str(seed)]
         if not record_calls:
             self._command.append("--no-record-calls")
+        if rate_limits is True:
+            self._command.append("--rate-limits")
+        else:
+            for operation, limit in limits.items():
+                # repr() of a float reads back as the same float.
+                self._command += ["--rate-limit", f"{operation}={limit.rate!r}/{limit.burst}"]
         self._process: anyio.abc.Process | None = None
         self._session: aiohttp.ClientSession | None = None
         self._url: str | None = None

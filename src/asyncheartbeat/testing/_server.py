@@ -1,8 +1,9 @@
 """A local Data Pipeline that real clients talk to over HTTP (JSON 1.1), unchanged.
 
 Requests are checked against botocore's own model, served by `DataPipelineService`, and may
-be met by scripted faults instead. Everything received is recorded. A control endpoint
-(``POST /_emulator/<command>``) offers the Python API to another process.
+be met by the service's call limits or by scripted faults instead. Everything received is
+recorded. A control endpoint (``POST /_emulator/<command>``) offers the Python API to
+another process.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from ._errors import ServiceError
 from ._faults import Fault, FaultKind, FaultPlan
+from ._limits import RateLimit, RateLimiter, RateLimits, resolve_rate_limits
 from ._service import Attempt, DataPipelineService, Pipeline, Timeouts
 from ._validation import operation_names, validate_request
 
@@ -66,6 +68,10 @@ class LocalDataPipeline:
     shortened so that tests run in seconds. `add_task` makes a task a runner holds in one
     call; `cancel_task`, `forget_task`, `delete_pipeline` and `set_terminate` act from the
     outside; `inject` scripts faults; `calls` records every request.
+
+    ``rate_limits`` answers ThrottlingException beyond the service's call limits: None or
+    False for none, True for the documented ones, or ``{operation: RateLimit(rate, burst)}``
+    to limit exactly those operations.
     """
 
     def __init__(
@@ -78,7 +84,9 @@ class LocalDataPipeline:
         poll_timeout: float = Timeouts.poll,
         seed: int | None = None,
         record_calls: bool = True,
+        rate_limits: RateLimits = None,
     ) -> None:
+        self._rate_limiter = RateLimiter(resolve_rate_limits(rate_limits))
         self._host = host
         self._port = port
         self.service = DataPipelineService(Timeouts(ack_timeout, report_timeout, poll_timeout))
@@ -88,6 +96,11 @@ class LocalDataPipeline:
         self._reports: dict[str, list[Call]] = {}
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
+
+    @property
+    def rate_limits(self) -> Mapping[str, RateLimit]:
+        """The limit of each limited operation; operations not named are not limited."""
+        return self._rate_limiter.limits
 
     @property
     def url(self) -> str:
@@ -255,8 +268,12 @@ class LocalDataPipeline:
             return await self._control(request)
         try:
             operation, params = await self._read_request(request)
+            received_at = anyio.current_time()
+            if not self._rate_limiter.allows(operation, received_at):
+                self._record(operation, params, "error:ThrottlingException", received_at)
+                return _error_response(ServiceError("ThrottlingException", "Rate exceeded"))
             fault = self.faults.take(operation, params.get("taskId"), self._pipeline_of(params))
-            self._record(operation, params, _outcome(fault))
+            self._record(operation, params, _outcome(fault), received_at)
             if fault is not None and (response := await self._misbehave(request, fault)):
                 return response
             validate_request(operation, params)
@@ -304,8 +321,10 @@ class LocalDataPipeline:
         attempt = self.service.handed_out.get(params.get("taskId"))  # type: ignore[arg-type]
         return attempt.pipeline_id if attempt else None
 
-    def _record(self, operation: str, params: dict[str, Any], outcome: str) -> None:
-        call = Call(operation, params, anyio.current_time(), outcome)
+    def _record(
+        self, operation: str, params: dict[str, Any], outcome: str, received_at: float
+    ) -> None:
+        call = Call(operation, params, received_at, outcome)
         if self._record_calls:
             self.calls.append(call)
             if operation == "ReportTaskProgress" and call.task_id is not None:

@@ -29,7 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "local_datapipeline(**options): options for the local_datapipeline fixture "
-        "(ack_timeout, report_timeout, poll_timeout, seed, record_calls)",
+        "(ack_timeout, report_timeout, poll_timeout, seed, record_calls, rate_limits)",
     )
 
 
