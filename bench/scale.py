@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import anyio
@@ -37,8 +38,10 @@ class TimedHeartbeat(Heartbeat):
 
     lateness: ClassVar[list[float]] = []
 
-    async def _report(self, planned: float | None, deadline: float) -> Answer | Failure:
-        result = await super()._report(planned, deadline)
+    async def _report(
+        self, planned: float | None, deadline: float | Callable[[], float], *, hedge: bool = False
+    ) -> Answer | Failure:
+        result = await super()._report(planned, deadline, hedge=hedge)
         if isinstance(result, Answer) and planned is not None:
             self.lateness.append(anyio.current_time() - planned)
         return result

@@ -9,6 +9,8 @@ import pytest
 import pytest_asyncio
 from aiobotocore.config import AioConfig
 
+from asyncheartbeat import instrumentation
+from asyncheartbeat.instrumentation import Event, EventKind, LoggingHook
 from asyncheartbeat.testing import EmulatorProcess, LocalDataPipeline, pytest_plugin
 
 # Distinctive so that a test can prove they never reach a log line.
@@ -83,6 +85,23 @@ async def client(dp: LocalDataPipeline) -> AsyncIterator[Any]:
         await datapipeline.list_pipelines()
         dp.calls.clear()  # the warm-up is not the test's
         yield datapipeline
+
+
+class EventLog(list[Event]):
+    """Every instrumentation event of one test."""
+
+    def of(self, kind: EventKind, task_id: str | None = None) -> list[Event]:
+        return [e for e in self if e.kind is kind and task_id in (None, e.task_id)]
+
+
+@pytest.fixture(autouse=True)
+def events() -> Iterator[EventLog]:
+    """The test's events, beside a logging hook of its own (its warning caps start afresh)."""
+    log = EventLog()
+    saved = instrumentation.get_hooks()
+    instrumentation.set_hooks([LoggingHook(), log.append])
+    yield log
+    instrumentation.set_hooks(saved)
 
 
 @pytest.fixture(autouse=True)

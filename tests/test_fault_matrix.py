@@ -22,9 +22,10 @@ JITTER = 0.03
 # The longest a report's answer may take to come back on that loop.
 ROUND_TRIP = 0.1
 
+# Throttling is not among them: the service throttles an account, not a task, and the
+# client slows down as a whole when throttled (tests/test_call_layer.py).
 TRANSIENT = {
     "internal-error": Fault.error("InternalServiceError"),
-    "throttling": Fault.error("ThrottlingException"),
     "dropped-connection": Fault.drop(),
     "late-answer": Fault.delay(2 * CALL_TIMEOUT),
     "hang": Fault.hang(),

@@ -12,9 +12,17 @@ import pytest
 from botocore import UNSIGNED
 
 from asyncheartbeat import CancelReason, Heartbeat, TaskCancelled, run_with_heartbeat
+from asyncheartbeat.instrumentation import EventKind
 from asyncheartbeat.testing import Fault, LocalDataPipeline
 
-from .conftest import ACCESS_KEY, SECRET_KEY, RecordingClient, client_config, make_client
+from .conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    EventLog,
+    RecordingClient,
+    client_config,
+    make_client,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -253,21 +261,22 @@ async def test_unsigned_requests_are_rejected(dp: LocalDataPipeline) -> None:
 
 
 @pytest.mark.parametrize(
-    "fault",
+    ("fault", "kind"),
     [
-        Fault.error("InternalServiceError"),
-        Fault.error("ServiceUnavailable", status=503),
-        Fault.error("ThrottlingException"),
-        Fault.drop(),
-        Fault.malformed(),
-        Fault.hang(),
+        (Fault.error("InternalServiceError"), EventKind.RETRIED),
+        (Fault.error("ServiceUnavailable", status=503), EventKind.RETRIED),
+        (Fault.error("ThrottlingException"), EventKind.THROTTLED),
+        (Fault.drop(), EventKind.RETRIED),
+        (Fault.malformed(), EventKind.RETRIED),
+        (Fault.hang(), EventKind.HEDGED),
     ],
     ids=["internal-error", "503", "throttling", "dropped-connection", "malformed-body", "hang"],
 )
 async def test_transient_failures_are_retried_without_disturbing_the_body(
-    dp: LocalDataPipeline, client: Any, fault: Fault, caplog: pytest.LogCaptureFixture
+    dp: LocalDataPipeline, client: Any, fault: Fault, kind: EventKind, events: EventLog
 ) -> None:
-    """Three failed reports in a row are logged, retried, and the body runs on to its end."""
+    """Three failed reports in a row are retried (throttled ones wait for a turn, hung ones
+    get a second attempt beside them), and the body runs on to its end."""
     task_id = dp.add_task()
     with anyio.fail_after(3):
         async with Heartbeat(
@@ -281,9 +290,9 @@ async def test_transient_failures_are_retried_without_disturbing_the_body(
                 )
             )
     assert hb.cancel_reason is None
-    failures = [r for r in caplog.records if r.name == "asyncheartbeat" and "failed" in r.message]
-    assert len(failures) == 3
-    assert all(r.levelno == logging.WARNING for r in failures)
+    assert len(events.of(kind, task_id)) == 3
+    others = {EventKind.RETRIED, EventKind.THROTTLED, EventKind.HEDGED} - {kind}
+    assert not [e for e in events if e.kind in others]
 
 
 # 6. Lease --------------------------------------------------------------------------------
@@ -305,22 +314,22 @@ async def test_lease_is_lost_when_no_report_succeeds(dp: LocalDataPipeline, clie
 async def test_lease_watchdog_does_not_wait_for_a_hung_call(
     dp: LocalDataPipeline, client: Any
 ) -> None:
-    """A call hanging past the lease is abandoned when the lease ends, not at call_timeout."""
+    """A call hanging past the lease is abandoned when the lease ends, with its hedges."""
     task_id = dp.add_task()
     with anyio.fail_after(2), pytest.raises(TaskCancelled) as caught:
         async with Heartbeat(
-            client, task_id, interval=0.2, lease_timeout=0.5, call_timeout=0.45
+            client, task_id, interval=0.2, lease_timeout=0.5, call_timeout=0.25
         ) as hb:
             dp.inject(Fault.hang(), task_id=task_id, times=None)
             await anyio.sleep_forever()
     assert caught.value.reason is CancelReason.LEASE_LOST
     assert hb.last_success is not None
-    # The hung call started 0.2 s in and would only time out at 0.65 s.
     assert 0.5 <= anyio.current_time() - hb.last_success < 0.6
 
 
-async def test_call_timeout_includes_botocores_own_retries(dp: LocalDataPipeline) -> None:
-    """A client that retries inside one call is still cut off by call_timeout."""
+async def test_botocores_own_retries_are_bounded_by_the_lease(dp: LocalDataPipeline) -> None:
+    """A client that retries inside one call is not cut at call_timeout, but the lease still
+    ends it on time."""
     task_id = dp.add_task()
     retrying = client_config(retries={"mode": "standard", "total_max_attempts": 10})
     async with make_client(dp, retrying) as client:
@@ -331,9 +340,8 @@ async def test_call_timeout_includes_botocores_own_retries(dp: LocalDataPipeline
                 dp.inject(Fault.error("InternalServiceError"), task_id=task_id, times=None)
                 await anyio.sleep_forever()
     assert caught.value.reason is CancelReason.LEASE_LOST
-    assert "call_timeout" in str(caught.value)
     assert hb.last_success is not None
-    assert anyio.current_time() - hb.last_success < 0.6
+    assert 0.5 <= anyio.current_time() - hb.last_success < 0.6
 
 
 async def test_call_timeout_starts_when_a_connection_is_free(

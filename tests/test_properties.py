@@ -3,7 +3,8 @@ validation that agrees with botocore's model and with the emulator."""
 
 from __future__ import annotations
 
-import logging
+import dataclasses
+import math
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -14,8 +15,10 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asyncheartbeat import CancelReason, Heartbeat, TaskCancelled, _timing
+from asyncheartbeat import CallLayer, CancelReason, Heartbeat, TaskCancelled
 from asyncheartbeat._fields import check_task_id
+from asyncheartbeat._heartbeat import MAX_HEDGES
+from asyncheartbeat.instrumentation import Event, EventKind
 from asyncheartbeat.testing import MockClient, MockServiceError, ServiceError
 from asyncheartbeat.testing._validation import validate_request
 
@@ -25,43 +28,44 @@ EPSILON = 1e-6
 # One scripted call: how long the service takes, and what it answers.
 calls = st.tuples(
     # Latencies off the 0.37 grid never tie with a deadline on the 10 s grid; most are
-    # short, some run past the call timeout.
-    st.one_of(st.integers(0, 20), st.integers(0, 20), st.integers(21, 60)).map(
-        lambda k: k * 0.37 + 0.011
-    ),
+    # short, some run past the call timeout (and are hedged), a few past the lease.
+    st.one_of(
+        st.integers(0, 20), st.integers(0, 20), st.integers(21, 60), st.integers(61, 140)
+    ).map(lambda k: k * 0.37 + 0.011),
     # Errors as often as answers, so that long streaks of failures come up.
     st.sampled_from(["ok"] * 10 + ["error"] * 10 + ["fatal"]),
 )
 
 
-class Answered(logging.Handler):
-    """Collects the attempt numbers the heartbeat saw answered, from its DEBUG records."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.attempts: set[int] = set()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.msg.startswith("report %d for task %r answered") and record.args:
-            attempt = record.args[0]  # type: ignore[index]
-            assert isinstance(attempt, int)
-            self.attempts.add(attempt)
+@dataclasses.dataclass
+class Call:
+    start: float
+    end: float = math.inf
+    #: "ok", "error", "fatal", or "cut" (cancelled by the heartbeat before its answer).
+    outcome: str = "cut"
+    #: Sent beside a call in flight.
+    hedge: bool = False
 
 
 def run_scripted(script: list[tuple[float, str]], seed: int) -> dict[str, Any]:
     """Run a heartbeat against ``script`` for RUN_FOR virtual seconds; return what happened."""
-    starts: list[float] = []
-    ends: list[float] = []
+    made: list[Call] = []
+    hedged_at: list[float] = []
     outcome: dict[str, Any] = {"reason": None, "ended_at": None}
 
+    def note_hedge(event: Event) -> None:
+        if event.kind is EventKind.HEDGED:
+            hedged_at.append(anyio.current_time())
+
     async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
-        index = len(starts)
-        starts.append(anyio.current_time())
-        latency, kind = script[index] if index < len(script) else (0.011, "ok")
+        latency, kind = script[len(made)] if len(made) < len(script) else (0.011, "ok")
+        call = Call(anyio.current_time())
+        made.append(call)
         try:
             await anyio.sleep(latency)
         finally:
-            ends.append(anyio.current_time())
+            call.end = anyio.current_time()
+        call.outcome = kind
         if kind == "error":
             raise MockServiceError("InternalServiceError", status=500)
         if kind == "fatal":
@@ -69,39 +73,24 @@ def run_scripted(script: list[tuple[float, str]], seed: int) -> dict[str, Any]:
         return {"canceled": False}
 
     async def scenario() -> None:
-        client = MockClient(answer)
+        layer = CallLayer(MockClient(answer), random_source=random.Random(seed), hooks=[note_hedge])
         try:
             async with Heartbeat(
-                client, "task-1", interval=INTERVAL, lease_timeout=LEASE, call_timeout=CALL_TIMEOUT
+                layer, "task-1", interval=INTERVAL, lease_timeout=LEASE, call_timeout=CALL_TIMEOUT
             ):
                 await anyio.sleep(RUN_FOR)
         except TaskCancelled as stopped:
             outcome["reason"] = stopped.reason
         outcome["ended_at"] = anyio.current_time()
 
-    answered = Answered()
-    logger = logging.getLogger("asyncheartbeat")
-    logger.addHandler(answered)
-    level, logger.level = logger.level, logging.DEBUG
-    saved, _timing._random = _timing._random, random.Random(seed)
-    try:
-        anyio.run(
-            scenario,
-            backend="trio",
-            backend_options={"clock": trio.testing.MockClock(autojump_threshold=0)},
-        )
-    finally:
-        _timing._random = saved
-        logger.removeHandler(answered)
-        logger.level = level
-    successes = [starts[n - 1] for n in sorted(answered.attempts)]
-    return {
-        **outcome,
-        "starts": starts,
-        "ends": ends,
-        "successes": successes,
-        "answered": answered.attempts,
-    }
+    anyio.run(
+        scenario,
+        backend="trio",
+        backend_options={"clock": trio.testing.MockClock(autojump_threshold=0)},
+    )
+    for call in made:
+        call.hedge = any(call.start == pytest.approx(t) for t in hedged_at)
+    return {**outcome, "calls": made}
 
 
 @settings(max_examples=100, deadline=None)
@@ -109,29 +98,52 @@ def run_scripted(script: list[tuple[float, str]], seed: int) -> dict[str, Any]:
 def test_the_schedule_keeps_its_promises_under_any_latency_and_failure(
     script: list[tuple[float, str]], seed: int
 ) -> None:
-    """No overlap; no report sooner than an interval after an answer; retries at most an
-    interval apart; a verdict exactly when the lease runs out, and only then."""
+    """No regular report sooner than an interval after an answered one; retries at most an
+    interval apart; second attempts only beside a call unanswered for call_timeout, at most
+    MAX_HEDGES of them; no call cut while its answer could count; a verdict exactly when the
+    lease runs out, and only then."""
     run = run_scripted(script, seed)
-    starts, ends, successes = run["starts"], run["ends"], run["successes"]
+    made: list[Call] = run["calls"]
+    reason, ended_at = run["reason"], run["ended_at"]
 
-    for n in range(1, len(starts)):
-        assert starts[n] >= ends[n - 1] - EPSILON, "two reports in flight"
-        if n in run["answered"]:  # call n (0-based n-1) was answered
-            assert starts[n] >= starts[n - 1] + INTERVAL - EPSILON, (
+    for n, call in enumerate(made):
+        before = made[:n]
+        in_flight = [c for c in before if c.end > call.start + EPSILON]
+        regular = [c for c in before if not c.hedge]
+        answered = [c for c in regular if c.outcome == "ok" and c.end <= call.start + EPSILON]
+        assert len(in_flight) <= MAX_HEDGES, "too many attempts at once"
+        if call.hedge:  # beside a regular call in flight, once it is overdue
+            beside = [c for c in in_flight if not c.hedge]
+            assert beside, "a hedge beside nothing"
+            assert call.start - beside[-1].start >= CALL_TIMEOUT - EPSILON, "hedged too soon"
+        elif (
+            regular
+            and regular[-1].outcome == "error"
+            and regular[-1].end > max((c.end for c in answered), default=-math.inf)
+        ):
+            assert call.start - regular[-1].end <= INTERVAL + EPSILON, "retry later than the cap"
+        elif answered:
+            assert call.start >= max(c.start for c in answered) + INTERVAL - EPSILON, (
                 "report too soon after an answer"
             )
-        else:
-            assert starts[n] - ends[n - 1] <= INTERVAL + EPSILON, "retry later than the cap"
 
-    reason, ended_at = run["reason"], run["ended_at"]
-    lease_from = [0.0, *successes]  # before the acknowledgement, the lease counts from entering
+    answers = sorted(c.start for c in made if c.outcome == "ok")
+    superseded_at = [c.end for c in made if c.outcome == "ok"]
+    for call in made:
+        if call.outcome == "cut":  # only by the verdict, the end, or another call's answer
+            assert call.end == pytest.approx(ended_at) or any(
+                call.end == pytest.approx(t) for t in superseded_at
+            ), "a call was cut while its answer could still count"
+
+    lease_from = [0.0, *answers]  # before the acknowledgement, the lease counts from entering
     if reason is CancelReason.LEASE_LOST:
         assert ended_at == pytest.approx(lease_from[-1] + LEASE), "verdict off the lease"
-    gaps = [b - a for a, b in zip(lease_from, [*successes, ended_at], strict=True)]
+    gaps = [b - a for a, b in zip(lease_from, [*answers, ended_at], strict=True)]
     if reason is None:
         assert all(gap < LEASE + EPSILON for gap in gaps), "lease ran out without a verdict"
     if reason is CancelReason.TASK_NOT_FOUND:
-        assert ended_at == pytest.approx(ends[-1]), "a fatal answer must stop at once"
+        fatal_end = min(c.end for c in made if c.outcome == "fatal")
+        assert ended_at == pytest.approx(fatal_end), "a fatal answer must stop at once"
 
 
 # Every code point, lone surrogates included, with the edges of the allowed ranges weighted in.

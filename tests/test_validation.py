@@ -117,7 +117,12 @@ async def test_fields_take_the_wire_shape_or_a_mapping(dp: LocalDataPipeline, cl
         ({"interval": True}, TypeError, "interval must be a number"),
         ({"interval": 60, "lease_timeout": 60}, ValueError, "must be greater than interval"),
         ({"lease_timeout": float("inf")}, ValueError, "lease_timeout must be a finite"),
-        ({"call_timeout": 300}, ValueError, "call_timeout (300 s) must be less than lease_timeout"),
+        ({"call_timeout": 300}, ValueError, "leaves no room for a second attempt"),
+        (
+            {"interval": 60, "lease_timeout": 100, "call_timeout": 40},
+            ValueError,
+            "must be more than interval (60 s) plus call_timeout (40 s)",
+        ),
         ({"call_timeout": 0}, ValueError, "call_timeout must be"),
     ],
 )
@@ -130,7 +135,8 @@ async def test_invalid_timing_is_refused(
     assert message in str(caught.value)
 
 
-async def test_the_default_call_timeout_is_well_under_the_lease(client: Any) -> None:
-    """call_timeout defaults to one interval, and never more than half the lease."""
+async def test_the_default_call_timeout_leaves_room_for_a_second_attempt(client: Any) -> None:
+    """call_timeout defaults to one interval, and never more than half of what the lease
+    leaves after one interval."""
     assert Heartbeat(client, "t")._timing.call_timeout == 60
-    assert Heartbeat(client, "t", interval=200, lease_timeout=300)._timing.call_timeout == 150
+    assert Heartbeat(client, "t", interval=200, lease_timeout=300)._timing.call_timeout == 50

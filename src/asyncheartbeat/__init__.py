@@ -1,5 +1,6 @@
 """Keep an AWS Data Pipeline task alive while async job code runs."""
 
+from ._call_layer import CallLayer, client_config
 from ._client import ProgressClient
 from ._errors import CancelReason, HeartbeatError, TaskCancelled
 from ._heartbeat import Heartbeat, run_with_heartbeat
@@ -7,6 +8,7 @@ from ._runner import TaskEvent, TaskFailed, TaskRunner
 from ._task import PipelineObject, Task
 
 __all__ = [
+    "CallLayer",
     "CancelReason",
     "Heartbeat",
     "HeartbeatError",
@@ -17,5 +19,6 @@ __all__ = [
     "TaskEvent",
     "TaskFailed",
     "TaskRunner",
+    "client_config",
     "run_with_heartbeat",
 ]

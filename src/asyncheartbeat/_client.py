@@ -42,6 +42,10 @@ class Failure:
     error: BaseException | None = None
     #: The call was abandoned unanswered at a deadline.
     timed_out: bool = False
+    #: The service refused the call for the client's rate: wait for a turn, do not retry.
+    throttled: bool = False
+    #: The caller cancelled the attempt because another one answered first.
+    superseded: bool = False
 
 
 _FATAL_CODES = {
@@ -73,16 +77,41 @@ _REJECTED_CODES = frozenset(
     }
 )
 
+# The service's answers to a client calling too fast (botocore's own list of throttling codes).
+_THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+    }
+)
+
+# Mistakes in the program, not the service's answer: a sync client, a closed one, a client
+# bound to another event loop or async library. Retrying them only hides them until the
+# lease runs out, so they fail at once.
+_LOCAL_ERRORS = (TypeError, AttributeError, NameError, NotImplementedError, RuntimeError)
+
 # Raised by botocore before anything is sent, for a request no retry can fix.
 _REJECTED_LOCAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "ParamValidationError")
 
 
-def read_answer(response: object, sent_at: float, anchor: float) -> Answer | Failure:
-    """Read a ReportTaskProgress response; one without a boolean ``canceled`` is a failure."""
+def report_answer_problem(response: object) -> str | None:
+    """What is wrong with a ReportTaskProgress response: it must have a boolean ``canceled``."""
     canceled = response.get("canceled") if isinstance(response, Mapping) else None
     if not isinstance(canceled, bool):
-        return Failure(f"malformed answer, no boolean 'canceled' in {_preview(response)}")
-    return Answer(sent_at, canceled, anchor)
+        return f"malformed answer, no boolean 'canceled' in {_preview(response)}"
+    return None
 
 
 def read_failure(error: Exception) -> Failure:
@@ -106,11 +135,27 @@ def read_failure(error: Exception) -> Failure:
             return Failure(description, _FATAL_CODES[code], error)
         if code in _REJECTED_CODES:
             return Failure(description, CancelReason.REJECTED, error)
-        return Failure(description, None, error)
+        throttled = code in _THROTTLING_CODES or status == 429
+        return Failure(description, None, error, throttled=throttled)
     description = f"{type(error).__name__}: {error}"
     if any(isinstance(error, cls) for cls in _botocore_local_errors()):
         return Failure(description, CancelReason.REJECTED, error)
     return Failure(description, None, error)
+
+
+def local_error(error: BaseException) -> BaseException | None:
+    """The programming mistake behind ``error``, if it is one (see `_LOCAL_ERRORS`).
+
+    botocore wraps an unexpected exception of its HTTP layer (a closed client's missing
+    session, say) in HTTPClientError; the wrapped one decides.
+    """
+    wrapped = getattr(error, "kwargs", {}).get("error") if _is_http_client_error(error) else None
+    candidate = wrapped if isinstance(wrapped, BaseException) else error
+    return candidate if isinstance(candidate, _LOCAL_ERRORS) else None
+
+
+def _is_http_client_error(error: BaseException) -> bool:
+    return any(cls.__name__ == "HTTPClientError" for cls in type(error).__mro__)
 
 
 @functools.cache

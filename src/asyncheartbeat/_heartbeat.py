@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TypeVar, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 
-from ._client import Answer, Failure, ProgressClient, read_answer, read_failure
+from ._call_layer import ACKNOWLEDGEMENT_LIMIT, CallLayer
+from ._client import Answer, Failure, ProgressClient, report_answer_problem
 from ._errors import CancelReason, HeartbeatError, TaskCancelled
 from ._fields import FieldsInput, ProgressFields, check_task_id
-from ._load import join, leave
 from ._timing import Timing
+from .instrumentation import Event, EventKind
 
 logger = logging.getLogger("asyncheartbeat")
+
+#: Hedges in flight at once for one heartbeat: enough to get past a few dead connections,
+#: few enough that a service slow for everyone is not sent many times its load.
+MAX_HEDGES = 3
 
 T = TypeVar("T")
 PosArgs = TypeVarTuple("PosArgs")
@@ -43,7 +50,7 @@ class Heartbeat:
 
     def __init__(
         self,
-        client: ProgressClient,
+        client: ProgressClient | CallLayer,
         task_id: str,
         *,
         interval: float = 60.0,
@@ -52,12 +59,13 @@ class Heartbeat:
         call_timeout: float | None = None,
         raise_on_cancel: bool = True,
     ) -> None:
-        if not callable(getattr(client, "report_task_progress", None)):
+        raw_client = client.client if isinstance(client, CallLayer) else client
+        if not callable(getattr(raw_client, "report_task_progress", None)):
             raise TypeError(
                 f"client must have a report_task_progress coroutine method "
-                f"(an aiobotocore 'datapipeline' client), got {type(client).__name__}"
+                f"(an aiobotocore 'datapipeline' client), got {type(raw_client).__name__}"
             )
-        self._client = client
+        self._layer = CallLayer.of(client)
         self.task_id = check_task_id(task_id)
         self._timing = Timing.check(interval, lease_timeout, call_timeout)
         self._fields = ProgressFields(fields)
@@ -78,6 +86,12 @@ class Heartbeat:
         self._last_answered_attempt = 0
         self._answered_version = -1
         self._in_flight: tuple[int, int] | None = None  # (attempt, fields version)
+        # The report in flight that a hedge may stand beside (its attempt's cancel scope and
+        # when it was sent), the hedges in flight, a hedge's answer that came first, the timer.
+        self._primary: tuple[anyio.CancelScope, float] | None = None
+        self._hedge_scopes: dict[anyio.CancelScope, float] = {}  # → when it was sent
+        self._hedged: Answer | Failure | None = None
+        self._hedge_timer = anyio.CancelScope()
         self._beat_wanted_by = 0  # the attempt number the most demanding beat() waits for
         self._sleep_scope: anyio.CancelScope | None = None  # the keep-alive task's, between reports
         self._progress: anyio.Event | None = None  # set when a report is answered or it all ends
@@ -124,22 +138,27 @@ class Heartbeat:
         if self._state is not _State.NEW:
             raise RuntimeError("a Heartbeat can be entered only once: create one per task run")
         self._state = _State.ACKNOWLEDGING
-        self._load = join(self._client, self._timing.interval)
+        self._layer.join(self._timing.interval, self._timing.lease_timeout)
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
         try:
-            first_due = await self._acknowledge()
-            task_group = anyio.create_task_group()
-            await task_group.__aenter__()
-            # The body runs in this scope, which the keep-alive task cancels on a verdict.
-            # Both are entered here and left in __aexit__, by the task running the block.
-            self._body_scope = anyio.CancelScope().__enter__()
+            # The second-attempt watcher runs from the start: a slow acknowledgement on a warm
+            # client deserves a hedge as much as any report.
             task_group.start_soon(
-                self._keep_alive, first_due, name=f"asyncheartbeat:{self.task_id}"
+                self._hedge_slow_reports, task_group, name=f"asyncheartbeat:{self.task_id}"
             )
-            self._task_group = task_group
+            first_due = await self._acknowledge()
         except BaseException:
             self._state = _State.CLOSED
-            leave(self._client, self._timing.interval)
+            self._layer.leave(self._timing.interval, self._timing.lease_timeout)
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(None, None, None)
             raise
+        # The body runs in this scope, which the keep-alive task cancels on a verdict.
+        # Both are entered here and left in __aexit__, by the task running the block.
+        self._body_scope = anyio.CancelScope().__enter__()
+        task_group.start_soon(self._keep_alive, first_due, name=f"asyncheartbeat:{self.task_id}")
+        self._task_group = task_group
         self._state = _State.RUNNING
         return self
 
@@ -147,8 +166,9 @@ class Heartbeat:
         """Send the first report; return when the next one is due, or raise."""
         # The schedule counts from when the acknowledgement went on the wire: heartbeats
         # entered together but acknowledged one after another keep their reports spread out.
-        deadline = anyio.current_time() + self._timing.lease_timeout
-        result = await self._report(planned=None, deadline=deadline)
+        # The service reassigns a task not acknowledged within 2 minutes, whatever the lease.
+        limit = min(self._timing.lease_timeout, ACKNOWLEDGEMENT_LIMIT)
+        result = await self._report(planned=None, deadline=anyio.current_time() + limit)
         if (verdict := self._verdict(result)) is not None:
             # A context manager cannot skip its body: this raises whatever raise_on_cancel says.
             self._record_cancel(*verdict)
@@ -157,7 +177,7 @@ class Heartbeat:
         logger.debug("task %r acknowledged", self.task_id)
         # Decided now: an acknowledgement slower than the interval skips the slots it covered,
         # while a body blocking the loop before the first report must show as lateness.
-        return self._timing.next_due(result.anchor, anyio.current_time())
+        return self._timing.next_due(result.anchor, anyio.current_time(), self._lease_end())
 
     async def __aexit__(
         self,
@@ -185,10 +205,12 @@ class Heartbeat:
                 await self._final_report()
         finally:
             self._state = _State.CLOSED
-            leave(self._client, self._timing.interval)
+            self._layer.leave(self._timing.interval, self._timing.lease_timeout)
             self._wake_waiters()
 
         if self._crash is not None:
+            if isinstance(self._crash, HeartbeatError):
+                raise self._crash
             raise HeartbeatError(f"the heartbeat of task {self.task_id!r} failed") from self._crash
         if exc is not None and not body_cancelled_by_us:
             return False  # the body's own exception, or cancellation from outside: unchanged
@@ -203,7 +225,7 @@ class Heartbeat:
 
         A beat asked for while a report with the same fields is in flight waits for that one;
         otherwise it is carried by the next report, which starts at once unless a failed
-        report is backing off. Never two reports are in flight for one task.
+        report is backing off.
         """
         if self._state is not _State.RUNNING:
             raise HeartbeatError(
@@ -240,21 +262,21 @@ class Heartbeat:
             while True:
                 planned = await self._sleep_until_due(due)
                 if planned == due:
-                    self._warn_if_late(due)
-                assert self.last_success is not None
-                result = await self._report(planned, self.last_success + timing.lease_timeout)
+                    self._note_lateness(due)
+                result = await self._report(planned, self._lease_end)
                 now = anyio.current_time()
                 if planned == due:
-                    self._load.report_due(now, now - due, timing.lateness_threshold)
+                    self._layer.report_due(now - due, timing.lateness_threshold)
                 if (verdict := self._verdict(result)) is not None:
                     self._record_cancel(*verdict)
                     self._body_scope.cancel(reason=f"asyncheartbeat: {self._task_cancelled()}")
                     return
                 assert isinstance(result, Answer)
                 # Decided now, not after the sleep: a loop blocked later must show as lateness.
-                due = timing.next_due(result.anchor, now)
-        except Exception as exc:  # a bug of ours: stop the work rather than run unguarded
-            logger.exception("heartbeat of task %r failed", self.task_id)
+                due = timing.next_due(result.anchor, now, self._lease_end())
+        except Exception as exc:  # a programming error, or a bug of ours: stop the work
+            if not isinstance(exc, HeartbeatError):
+                logger.exception("heartbeat of task %r failed", self.task_id)
             self._crash = exc
             self._body_scope.cancel(reason=f"asyncheartbeat: heartbeat of {self.task_id!r} failed")
 
@@ -271,126 +293,142 @@ class Heartbeat:
                 return due
         return anyio.current_time()
 
-    def _warn_if_late(self, due: float) -> None:
-        now = anyio.current_time()
-        if now - due > self._timing.lateness_threshold:
-            self._load.warn(
-                now,
-                "report for task %r is %.2f s late: the event loop was blocked (blocking code "
-                "in an async task?) or is overloaded; the lease is lost after %g s without a "
-                "report",
-                self.task_id,
-                now - due,
-                self._timing.lease_timeout,
-            )
+    def _note_lateness(self, due: float) -> None:
+        lateness = anyio.current_time() - due
+        self._layer.woke_late(lateness)
+        if lateness > self._timing.lateness_threshold:
+            self._layer.emit(
+                Event(
+                    EventKind.LATE, "ReportTaskProgress", self.task_id, delay=lateness,
+                    description=f"the lease is lost after {self._timing.lease_timeout:g} s "
+                    f"without a report",
+                )
+            )  # fmt: skip
 
-    async def _report(self, planned: float | None, deadline: float) -> Answer | Failure:
+    async def _report(
+        self, planned: float | None, deadline: float | Callable[[], float], *, hedge: bool = False
+    ) -> Answer | Failure:
         """Report until the service answers, a failure is final, or ``deadline`` passes.
 
-        Failures worth retrying are retried with exponential backoff and full jitter. The next
-        regular report is counted from ``planned`` (the slot of a scheduled report) when the
-        first attempt is answered, and from when the answered attempt was sent otherwise, so
-        that it never follows an answer too closely.
+        The layer retries transient failures and waits out throttling. The next regular
+        report is counted from ``planned`` (the slot of a scheduled report) when the first
+        attempt is answered, and from when the answered attempt was sent otherwise, so that
+        it never follows an answer too closely. A hedge is one attempt beside the report in
+        flight; a report a hedge answered first returns the hedge's answer.
         """
-        timing = self._timing
-        failures = 0
-        last: Failure | None = None
-        while anyio.current_time() < deadline:
-            result = await self._attempt(planned if failures == 0 else None, deadline)
-            if isinstance(result, Answer) or result.reason is not None:
-                return result
-            failures += 1
-            now = anyio.current_time()
-            if not result.timed_out:
-                self._load.error(now)
-            # A call cut short by the deadline says nothing new about why reports fail.
-            if not (result.timed_out and now >= deadline and last is not None):
-                last = result
-            retry_at = min(now + timing.backoff(failures), deadline)
-            self._load.warn(
-                now,
-                "report for task %r failed (%s); attempt %d, %s",
-                self.task_id,
-                result.description,
-                failures,
-                f"next in {retry_at - now:.3f} s"
-                if retry_at < deadline
-                else f"no time for another in the {deadline - now:.3f} s left",
-            )
-            await anyio.sleep_until(retry_at)
-        return last or Failure("the deadline passed before a report could be sent")
+        attempts: list[tuple[int, int]] = []  # (attempt number, fields version) sent
+        attempts_scope: list[anyio.CancelScope] = []  # the latest attempt's
 
-    async def _attempt(self, planned: float | None, deadline: float) -> Answer | Failure:
-        """Send one ReportTaskProgress as soon as one of the client's connections is free,
-        and wait for its answer until ``call_timeout`` or ``deadline``, whichever is first.
-
-        The next report is counted from ``planned`` (a scheduled first attempt), else from
-        when this one was sent.
-        """
-        connections = self._load.connections
-        if connections is not None:
-            if connections.value > 0:
-                connections.acquire_nowait()
+        def watch(scope: anyio.CancelScope | None, now: float) -> None:
+            if scope is None:  # the attempt ended
+                if hedge:
+                    self._hedge_scopes.pop(attempts_scope[0], None)
+                else:
+                    self._in_flight = self._primary = None
+                    self._hedge_timer.deadline = math.inf
+                return
+            self._attempts_started += 1
+            sent = (self._attempts_started, self._fields.version)
+            attempts.append(sent)
+            attempts_scope[:] = [scope]
+            if hedge:
+                self._hedge_scopes[scope] = now
             else:
-                with anyio.CancelScope(deadline=deadline) as waiting:
-                    await connections.acquire()
-                if waiting.cancelled_caught:
-                    return Failure("no connection of the client came free in time", timed_out=True)
-        try:
-            return await self._send(planned, deadline)
-        finally:
-            if connections is not None:
-                connections.release()
-
-    async def _send(self, planned: float | None, deadline: float) -> Answer | Failure:
-        sent_at = anyio.current_time()
-        call_deadline = min(sent_at + self._timing.call_timeout, deadline)
-        self._attempts_started += 1
-        attempt = self._attempts_started
-        version = self._fields.version
-        self._in_flight = (attempt, version)
-        try:
-            with anyio.CancelScope(deadline=call_deadline) as scope:
-                response = await self._client.report_task_progress(
-                    taskId=self.task_id, fields=self._fields.wire()
+                self._in_flight = sent
+                self._primary = (scope, now)
+                self._hedge_timer.deadline = now + self._layer.hedge_after(
+                    self._timing.call_timeout
                 )
-        except Exception as exc:
-            return read_failure(exc)
-        finally:
-            self._in_flight = None
-        if scope.cancelled_caught:
-            limit = "the deadline" if call_deadline == deadline else "call_timeout"
-            return Failure(
-                f"no answer within {call_deadline - sent_at:.3g} s ({limit})", timed_out=True
-            )
-        result = read_answer(response, sent_at, sent_at if planned is None else planned)
-        if isinstance(result, Answer):
-            self.beats += 1
-            self.last_success = sent_at
+
+        if hedge:
+            assert not callable(deadline)
+            reply = await self._layer.attempt(
+                "ReportTaskProgress", self._report_params, deadline=deadline,
+                task_id=self.task_id, watch=watch, check=report_answer_problem,
+            )  # fmt: skip
+        else:
+            reply = await self._layer.call(
+                "ReportTaskProgress", self._report_params, deadline=deadline,
+                task_id=self.task_id, watch=watch, check=report_answer_problem,
+                backoff_start=self._timing.backoff_start, backoff_cap=self._timing.interval,
+            )  # fmt: skip
+        if isinstance(reply, Failure):
+            if reply.superseded and self._hedged is not None:
+                result, self._hedged = self._hedged, None
+                return result
+            return reply
+        attempt, version = attempts[-1]
+        anchor = planned if planned is not None and len(attempts) == 1 else reply.sent_at
+        self.beats += 1
+        self.last_success = max(reply.sent_at, self.last_success or -math.inf)
+        # Calls still out may count until the new lease end, if their answer would move it;
+        # a hedge sent before this answered report cannot, and is let go.
+        if self._primary is not None:
+            self._primary[0].deadline = max(self._primary[0].deadline, self._lease_end())
+        for scope, hedge_sent_at in self._hedge_scopes.items():
+            if hedge_sent_at <= self.last_success:
+                scope.cancel()
+            else:
+                scope.deadline = max(scope.deadline, self._lease_end())
+        if attempt > self._last_answered_attempt:
             self._answered_version = version
             self._last_answered_attempt = attempt
-            self._wake_waiters()
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "report %d for task %r answered in %.1f ms (canceled=%s)",
-                    attempt,
-                    self.task_id,
-                    (anyio.current_time() - sent_at) * 1000,
-                    result.canceled,
-                )
-        return result
+        self._wake_waiters()
+        return Answer(reply.sent_at, reply.response["canceled"], anchor)
+
+    def _lease_end(self) -> float:
+        """When the lease bought by the last answered report runs out."""
+        assert self.last_success is not None
+        return self.last_success + self._timing.lease_timeout
+
+    def _report_params(self) -> dict[str, Any]:
+        return {"taskId": self.task_id, "fields": self._fields.wire()}
+
+    async def _hedge_slow_reports(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Send another attempt beside a report unanswered for the hedge delay, and another
+        after each further delay, up to `MAX_HEDGES` at once.
+
+        The first attempt is not abandoned: it may still be answered, and cutting it would
+        throw away what the service already received and the connection it came on. The
+        first answer wins; a hedge answered first ends the report it stood beside.
+        """
+        while True:
+            with self._hedge_timer:
+                await anyio.sleep_forever()
+            self._hedge_timer = anyio.CancelScope()
+            if self._primary is None:
+                continue
+            if len(self._hedge_scopes) < MAX_HEDGES:
+                scope, sent_at = self._primary
+                self._layer.emit(
+                    Event(
+                        EventKind.HEDGED, "ReportTaskProgress", self.task_id,
+                        delay=anyio.current_time() - sent_at,
+                    )
+                )  # fmt: skip
+                # The report's deadline as it is now: answers since it was sent moved it on.
+                task_group.start_soon(self._hedge, scope, scope.deadline)
+            delay = self._layer.hedge_after(self._timing.call_timeout)
+            self._hedge_timer.deadline = anyio.current_time() + delay
+
+    async def _hedge(self, primary: anyio.CancelScope, deadline: float) -> None:
+        result = await self._report(None, deadline, hedge=True)
+        decisive = isinstance(result, Answer) or result.reason is not None
+        if decisive and self._primary is not None and self._primary[0] is primary:
+            self._hedged = result
+            primary.cancel()
 
     async def _final_report(self) -> None:
         """Send the fields that changed since the last answered report, bounded by call_timeout."""
         now = anyio.current_time()
         result = await self._report(planned=now, deadline=now + self._timing.call_timeout)
         if isinstance(result, Failure) and result.reason is None:
-            self._load.warn(
-                anyio.current_time(),
-                "the last progress of task %r was not reported: %s",
-                self.task_id,
-                result.description,
-            )
+            self._layer.emit(
+                Event(
+                    EventKind.FAILED, "ReportTaskProgress", self.task_id, error=result.error,
+                    description=f"the last progress was not reported: {result.description}",
+                )
+            )  # fmt: skip
         elif (verdict := self._verdict(result)) is not None:
             self._record_cancel(*verdict)
 
@@ -419,10 +457,12 @@ class Heartbeat:
         self.cancel_reason = reason
         self._cancel_detail = detail
         self._cancel_cause = cause
-        level = logging.INFO if reason is CancelReason.REQUESTED else logging.WARNING
-        logger.log(
-            level, "stopping the work of task %r: %s (%s)", self.task_id, reason.value, detail
-        )
+        self._layer.emit(
+            Event(
+                EventKind.VERDICT, "ReportTaskProgress", self.task_id, reason=reason,
+                description=detail, error=cause,
+            )
+        )  # fmt: skip
         self._wake_waiters()
 
     def _task_cancelled(self) -> TaskCancelled:

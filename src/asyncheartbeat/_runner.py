@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import anyio
 
-from ._client import read_failure
+from ._call_layer import LONGEST_POLL, CallLayer, Reply, client_config
 from ._errors import CancelReason, HeartbeatError, TaskCancelled
 from ._fields import check_member
 from ._heartbeat import Heartbeat
@@ -22,9 +22,6 @@ from ._task import Task
 from ._timing import Timing, check_seconds, jittered_backoff
 
 logger = logging.getLogger("asyncheartbeat.runner")
-
-#: The longest PollForTask holds a call open when no task is ready.
-LONGEST_POLL = 90.0
 
 Handler = Callable[[Task, Heartbeat], Awaitable[object]]
 EventKind = Literal["started", "finished", "failed", "cancelled"]
@@ -87,21 +84,23 @@ class TaskRunner:
         max_poll_pause: float = 30.0,
         on_event: Callable[[TaskEvent], object] | None = None,
     ) -> None:
+        raw_client = client.client if isinstance(client, CallLayer) else client
         for method in ("poll_for_task", "report_task_progress", "set_task_status",
                        "report_task_runner_heartbeat"):  # fmt: skip
-            if not callable(getattr(client, method, None)):
+            if not callable(getattr(raw_client, method, None)):
                 raise TypeError(
                     f"client must have a {method} method (an aiobotocore 'datapipeline' "
-                    f"client), got {type(client).__name__}"
+                    f"client), got {type(raw_client).__name__}"
                 )
-        _check_read_timeout(client)
+        _check_read_timeout(raw_client)
         if not callable(handler):
             raise TypeError(f"handler must be an async function, got {type(handler).__name__}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(
                 f"concurrency must be a whole number of at least 1, not {concurrency!r}"
             )
-        self._client = client
+        #: The call layer every call of this runner and its heartbeats goes through.
+        self.layer = CallLayer.of(client)
         if worker_group == "":
             raise ValueError("worker_group must not be empty: PollForTask matches it exactly")
         self.worker_group = check_member(
@@ -135,18 +134,8 @@ class TaskRunner:
         #: Tasks running now.
         self.running = 0
 
-    @staticmethod
-    def client_config(**overrides: Any) -> Any:
-        """An ``AioConfig`` whose reads outlast PollForTask's 90 s long poll (botocore's
-        default read timeout of 60 s cuts it), with ``overrides`` applied."""
-        from aiobotocore.config import AioConfig  # noqa: PLC0415 - only where a client is made
-
-        defaults: dict[str, Any] = {
-            "read_timeout": LONGEST_POLL + 10,
-            "connect_timeout": 10,
-            "retries": {"mode": "standard", "total_max_attempts": 2},
-        }
-        return AioConfig(**(defaults | overrides))
+    #: The client configuration a runner needs (see `client_config`).
+    client_config = staticmethod(client_config)
 
     def stop(self) -> None:
         """Stop polling (an in-flight poll is abandoned at once) and let `run` wind down."""
@@ -207,45 +196,43 @@ class TaskRunner:
         params: dict[str, Any] = {"workerGroup": self.worker_group, "hostname": self.hostname}
         if self._instance_identity:
             params["instanceIdentity"] = self._instance_identity
-        try:
-            answer = await self._client.poll_for_task(**params)
-        except Exception as exc:
-            failure = read_failure(exc)
-            if failure.reason is CancelReason.REJECTED:
-                # The description says it all; a traceback of botocore's would not help.
-                logger.error("PollForTask refused, stopping: %s", failure.description)  # noqa: TRY400
-                self._refusal = exc
-                self._stopping = True
-            else:
-                logger.warning("PollForTask failed: %s", failure.description)
-            return None
-        task_object: Mapping[str, Any] | None = answer.get("taskObject") or None
-        return task_object
+        result = await self.layer.long_call("PollForTask", params)
+        if isinstance(result, Reply):
+            task_object: Mapping[str, Any] | None = result.response.get("taskObject") or None
+            return task_object
+        if result.reason is CancelReason.REJECTED:
+            logger.error("PollForTask refused, stopping: %s", result.description)
+            self._refusal = result.error or HeartbeatError(result.description)
+            self._stopping = True
+        else:
+            logger.warning("PollForTask failed: %s", result.description)
+        return None
 
     # -- one task ---------------------------------------------------------------------------------
 
     async def _run_task(self, task: Task) -> None:
         started = anyio.current_time()
         self._emit(TaskEvent("started", task, 0.0))
+        heartbeat = Heartbeat(
+            self.layer,
+            task.task_id,
+            interval=self._timing.interval,
+            lease_timeout=self._timing.lease_timeout,
+            call_timeout=self._timing.call_timeout,
+        )
         try:
             try:
-                async with Heartbeat(
-                    self._client,
-                    task.task_id,
-                    interval=self._timing.interval,
-                    lease_timeout=self._timing.lease_timeout,
-                    call_timeout=self._timing.call_timeout,
-                ) as heartbeat:
+                async with heartbeat:
                     await self._handler(task, heartbeat)
             except TaskCancelled as stopped:
                 # The task is no longer ours to report on.
                 duration = anyio.current_time() - started
                 self._emit(TaskEvent("cancelled", task, duration, stopped.reason, stopped))
             except Exception as error:
-                await self._set_status(task, "FAILED", **_error_fields(error))
+                await self._set_status(task, heartbeat, "FAILED", **_error_fields(error))
                 self._emit(TaskEvent("failed", task, anyio.current_time() - started, error=error))
             else:
-                await self._set_status(task, "FINISHED")
+                await self._set_status(task, heartbeat, "FINISHED")
                 self._emit(TaskEvent("finished", task, anyio.current_time() - started))
         except anyio.get_cancelled_exc_class():
             self._emit(TaskEvent("cancelled", task, anyio.current_time() - started))
@@ -254,43 +241,35 @@ class TaskRunner:
             self.running -= 1
             self._slots.release()
 
-    async def _set_status(self, task: Task, status: str, **error_fields: str) -> bool:
-        """SetTaskStatus, retried on transient failures for as long as the lease would last."""
-        timing = self._timing
-        give_up_at = anyio.current_time() + timing.lease_timeout
-        failures = 0
-        while True:
-            with anyio.move_on_after(timing.call_timeout) as scope:
-                try:
-                    await self._client.set_task_status(
-                        taskId=task.task_id, taskStatus=status, **error_fields
-                    )
-                except Exception as exc:
-                    failure = read_failure(exc)
-                    if failure.reason is not None:
-                        logger.warning(
-                            "SetTaskStatus %s for task %r refused: %s",
-                            status, task.task_id, failure.description,
-                        )  # fmt: skip
-                        return False
-                    problem = failure.description
-                else:
-                    return True
-            if scope.cancelled_caught:
-                problem = f"no answer within {timing.call_timeout:g} s"
-            failures += 1
-            delay = timing.backoff(failures)
-            if anyio.current_time() + delay >= give_up_at:
-                logger.error(
-                    "SetTaskStatus %s for task %r failed, giving up: %s",
-                    status, task.task_id, problem,
-                )  # fmt: skip
-                return False
+    async def _set_status(
+        self, task: Task, heartbeat: Heartbeat, status: str, **error_fields: str
+    ) -> bool:
+        """SetTaskStatus, retried on transient failures for as long as the task is ours: until
+        the lease its last answered report bought runs out."""
+        since = heartbeat.last_success
+        give_up_at = (since if since is not None else anyio.current_time()) + (
+            self._timing.lease_timeout
+        )
+        result = await self.layer.call(
+            "SetTaskStatus",
+            {"taskId": task.task_id, "taskStatus": status, **error_fields},
+            deadline=give_up_at,
+            task_id=task.task_id,
+            backoff_start=self._timing.backoff_start,
+            backoff_cap=self._timing.interval,
+        )
+        if isinstance(result, Reply):
+            return True
+        if result.reason is not None:
             logger.warning(
-                "SetTaskStatus %s for task %r failed (%s); retrying in %.3f s",
-                status, task.task_id, problem, delay,
+                "SetTaskStatus %s for task %r refused: %s", status, task.task_id, result.description
+            )
+        else:
+            logger.error(
+                "SetTaskStatus %s for task %r failed, giving up: %s",
+                status, task.task_id, result.description,
             )  # fmt: skip
-            await anyio.sleep(delay)
+        return False
 
     def _emit(self, event: TaskEvent) -> None:
         level = logging.WARNING if event.kind == "failed" else logging.INFO
@@ -313,30 +292,23 @@ class TaskRunner:
     # -- the runner's own heartbeat -------------------------------------------------------------
 
     async def _keep_runner_alive(self) -> None:
-        failures = 0
+        params = {
+            "taskrunnerId": self.taskrunner_id,
+            "workerGroup": self.worker_group,
+            "hostname": self.hostname,
+        }
+        interval = self._runner_heartbeat_interval
         while True:
-            delay = self._runner_heartbeat_interval
-            try:
-                with anyio.fail_after(self._timing.call_timeout):
-                    answer = await self._client.report_task_runner_heartbeat(
-                        taskrunnerId=self.taskrunner_id,
-                        workerGroup=self.worker_group,
-                        hostname=self.hostname,
-                    )
-            except (Exception, TimeoutError) as exc:
-                failures += 1
-                delay = jittered_backoff(failures, start=1.0, cap=delay)
-                description = read_failure(exc).description if isinstance(exc, Exception) else ""
-                logger.warning(
-                    "ReportTaskRunnerHeartbeat failed (%s); next in %.1f s", description, delay
-                )
-            else:
-                failures = 0
-                if answer.get("terminate") is True:
-                    logger.info("the service asked task runner %s to terminate", self.taskrunner_id)
-                    self.stop()
-                    return
-            await anyio.sleep(delay)
+            # Retried by the layer until the next one is due; a miss is only logged.
+            result = await self.layer.call(
+                "ReportTaskRunnerHeartbeat", params,
+                deadline=anyio.current_time() + interval, backoff_start=1.0, backoff_cap=interval,
+            )  # fmt: skip
+            if isinstance(result, Reply) and result.response.get("terminate") is True:
+                logger.info("the service asked task runner %s to terminate", self.taskrunner_id)
+                self.stop()
+                return
+            await anyio.sleep(interval if isinstance(result, Reply) else 0)
 
 
 def _check_read_timeout(client: Any) -> None:

@@ -1,4 +1,5 @@
-"""The timing rules: interval, lease, call timeout, backoff and lateness, checked once."""
+"""The timing rules: interval, lease, call timeout (when to hedge), backoff and lateness,
+checked once."""
 
 from __future__ import annotations
 
@@ -31,39 +32,44 @@ class Timing:
                 f"({interval:g} s): otherwise the lease runs out between two reports"
             )
         if call_timeout is None:
-            # One hung call then costs at most one missed report, and at least two
-            # attempts always fit in a lease.
-            call_timeout = min(interval, lease_timeout / 2)
+            # A report sent one interval after the last answered one, unanswered for this
+            # long, still leaves as long again for the second attempt beside it.
+            call_timeout = min(interval, (lease_timeout - interval) / 2)
         call_timeout = check_seconds("call_timeout", call_timeout)
-        if call_timeout >= lease_timeout:
+        if interval + call_timeout >= lease_timeout:
             raise ValueError(
-                f"call_timeout ({call_timeout:g} s) must be less than lease_timeout "
-                f"({lease_timeout:g} s): one hung call would otherwise lose the lease"
+                f"lease_timeout ({lease_timeout:g} s) leaves no room for a second attempt "
+                f"after a slow answer: it must be more than interval ({interval:g} s) plus "
+                f"call_timeout ({call_timeout:g} s)"
             )
         return cls(interval, lease_timeout, call_timeout)
 
-    def backoff(self, failures: int) -> float:
-        """Delay before the next attempt after ``failures`` failures in a row (full jitter)."""
-        return jittered_backoff(failures, start=self.interval * BACKOFF_START, cap=self.interval)
+    @property
+    def backoff_start(self) -> float:
+        """The first retry waits up to this long; each further one doubles it, up to interval."""
+        return self.interval * BACKOFF_START
 
     @property
     def lateness_threshold(self) -> float:
         return max(LATENESS_FLOOR, self.interval / 2)
 
-    def next_due(self, anchor: float, now: float) -> float:
+    def next_due(self, anchor: float, now: float, lease_end: float) -> float:
         """The first slot on the ``anchor + k * interval`` grid that is still ahead of ``now``.
 
-        A call slower than the interval skips the slots it covered instead of bursting.
+        A call slower than the interval skips the slots it covered instead of bursting; but
+        a slot at or past ``lease_end`` would lose the lease, so then the report goes now.
         """
         due = anchor + self.interval
-        if due > now:
-            return due
-        return anchor + (math.floor((now - anchor) / self.interval) + 1) * self.interval
+        if due <= now:
+            due = anchor + (math.floor((now - anchor) / self.interval) + 1) * self.interval
+        return due if due < lease_end else now
 
 
-def jittered_backoff(failures: int, *, start: float, cap: float) -> float:
+def jittered_backoff(
+    failures: int, *, start: float, cap: float, rng: random.Random | None = None
+) -> float:
     """A delay drawn from ``[0, min(cap, start·2ⁿ⁻¹)]`` after ``n`` failures ("full jitter")."""
-    return _random.uniform(0, min(cap, start * 2 ** min(failures - 1, 32)))
+    return (rng or _random).uniform(0, min(cap, start * 2 ** min(failures - 1, 32)))
 
 
 def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:

@@ -1,0 +1,473 @@
+"""One call layer per client: every call to the service goes through it.
+
+Heartbeats' reports and a task runner's polls, statuses and own heartbeat share the
+client's capacity, and the service judges the client (its rate limits are per account), so
+the rules for calling live here, once:
+
+- A call is never abandoned while its answer can still count: it is bounded by the
+  caller's deadline (for a report, the end of the lease), not by a guess at latency. A call
+  cut short is thrown away after the service received it, and aiohttp closes its
+  connection, so the retry pays for a new one: cutting slow calls makes a slow client slower.
+- Admission by measured capacity (`Admission`), served by urgency (`TurnQueue`).
+- Throttling slows the client's rate for that operation (`OperationRate`), not each caller.
+- Transient failures are retried with capped exponential backoff and full jitter until the
+  deadline; final ones end the request with a reason; programming mistakes (a sync client,
+  a closed client, a client on the wrong event loop) raise `HeartbeatError` at once.
+- Every outcome is an `instrumentation.Event` for the layer's hooks and the global ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import random
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import anyio
+
+from ._admission import Admission
+from ._client import Failure, local_error, read_failure
+from ._errors import HeartbeatError
+from ._latency import Latency
+from ._overload import OverloadWindow
+from ._throttle import OperationRate
+from ._timing import jittered_backoff
+from .instrumentation import Event, EventKind, Hook, get_hooks
+
+#: The service's rule: a task handed out must be acknowledged within this many seconds.
+ACKNOWLEDGEMENT_LIMIT = 120.0
+#: Throttled reports slow down to no less than this many times the rate that keeps every
+#: lease: below it leases are lost for certain; above it, only a few more turns are lost.
+LEASE_MARGIN = 1.5
+#: What an operation other than reports is taken to have been sent at when first throttled.
+UNKNOWN_RATE = 2.0
+#: The longest PollForTask holds a call open when no task is ready.
+LONGEST_POLL = 90.0
+
+_layers: weakref.WeakKeyDictionary[Any, CallLayer] = weakref.WeakKeyDictionary()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reply:
+    """An answered call: the service's response, and when the answered attempt was sent."""
+
+    response: Mapping[str, Any]
+    sent_at: float
+
+
+#: A call's parameters, or a function that gives them afresh for each attempt.
+Params = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+#: Says what is wrong with an answer the service gave (then it counts as a transient
+#: failure), or None.
+Check = Callable[[Mapping[str, Any]], str | None]
+#: Told of each attempt: its cancel scope and the time, as it goes on the wire; None and
+#: the time, as it ends.
+Watch = Callable[[anyio.CancelScope | None, float], object]
+
+
+class CallLayer:
+    """The calls of one client (an aiobotocore DataPipeline client, or anything with its
+    coroutine methods): shared capacity, urgency, throttling, retries and events.
+
+    Heartbeats and task runners given the same client share its layer (`CallLayer.of`); give
+    them a `CallLayer` instead to choose its hooks or its source of randomness.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        hooks: Iterable[Hook] = (),
+        random_source: random.Random | None = None,
+    ) -> None:
+        if isinstance(client, CallLayer):
+            raise TypeError("client is a CallLayer already: pass it on as it is")
+        _refuse_sync_client(client)
+        self.client = client
+        #: Hooks of this layer, called with every `Event` after the global ones.
+        self.hooks = tuple(hooks)
+        for hook in self.hooks:
+            if not callable(hook):
+                raise TypeError(f"a hook must be callable, got {type(hook).__name__}")
+        #: Where backoff jitter comes from: seed it for repeatable tests.
+        self.random = random_source or random.Random()
+        self.admission = Admission(pool_size(client))
+        self.latency = Latency()
+        self._rates: dict[str, OperationRate] = {}
+        self._answered_once = False
+        self._checked_backend = False
+        #: Heartbeats running on this layer, the reports/s they ask for together, and the
+        #: reports/s that would keep all their leases (one per lease each).
+        self.heartbeats = 0
+        self.asked_per_second = 0.0
+        self.needed_per_second = 0.0
+        self._overload = OverloadWindow(
+            self._overloaded, lambda: (self.heartbeats, self.asked_per_second)
+        )
+
+    @classmethod
+    def of(cls, client: Any) -> CallLayer:
+        """The layer of ``client``, made on first use and kept as long as the client lives;
+        ``client`` itself if it is a layer."""
+        if isinstance(client, CallLayer):
+            return client
+        try:
+            layer = _layers.get(client)
+        except TypeError:  # cannot be weakly referenced: a layer of its own each time
+            return cls(client)
+        if layer is None:
+            layer = _layers[client] = cls(client)
+        return layer
+
+    def __repr__(self) -> str:
+        return (
+            f"<CallLayer of {type(self.client).__name__}: {self.admission.in_flight} in flight, "
+            f"limit {self.admission.capacity}, {len(self.admission.queue)} waiting>"
+        )
+
+    def rate(self, operation: str) -> float | None:
+        """The calls/s this client allows itself for ``operation`` since the service
+        throttled it; None while unthrottled."""
+        rate = self._rates.get(operation)
+        return rate.rate if rate is not None else None
+
+    # -- calling ----------------------------------------------------------------------------
+
+    async def call(
+        self,
+        operation: str,
+        params: Params,
+        *,
+        deadline: float | Callable[[], float],
+        task_id: str | None = None,
+        backoff_start: float = 1.0,
+        backoff_cap: float = 30.0,
+        watch: Watch | None = None,
+        check: Check | None = None,
+    ) -> Reply | Failure:
+        """Call ``operation`` until it is answered, fails for good, or ``deadline`` passes
+        (a time, or a function that tells it, for a deadline that may move on).
+
+        Transient failures are retried after a jittered backoff that starts at
+        ``backoff_start`` seconds and doubles up to ``backoff_cap``; throttled calls wait
+        for the client's next turn instead. Raises `HeartbeatError` for a programming mistake.
+        """
+        deadline_now = deadline if callable(deadline) else lambda: deadline
+        failures = 0
+        last: Failure | None = None
+        while anyio.current_time() < (limit := deadline_now()):
+            result = await self.attempt(
+                operation, params, deadline=limit, task_id=task_id, watch=watch,
+                check=check, attempt=failures + 1,
+            )  # fmt: skip
+            if isinstance(result, Reply) or result.reason is not None or result.superseded:
+                return result
+            failures += 1
+            now, limit = anyio.current_time(), deadline_now()
+            # A call cut short by the deadline says nothing new about why calls fail.
+            if not (result.timed_out and now >= limit and last is not None):
+                last = result
+            delay = jittered_backoff(
+                failures, start=backoff_start, cap=backoff_cap, rng=self.random
+            )
+            kind = EventKind.RETRIED if now + delay < limit else EventKind.FAILED
+            if now < limit:
+                self.emit(
+                    Event(
+                        kind, operation, task_id, failures, description=result.description,
+                        error=result.error, delay=delay if kind is EventKind.RETRIED else None,
+                    )
+                )  # fmt: skip
+            await anyio.sleep_until(min(now + delay, limit))
+        return last or Failure("the deadline passed before the call could be sent", timed_out=True)
+
+    async def attempt(
+        self,
+        operation: str,
+        params: Params,
+        *,
+        deadline: float,
+        task_id: str | None = None,
+        watch: Watch | None = None,
+        check: Check | None = None,
+        attempt: int = 1,
+    ) -> Reply | Failure:
+        """Send ``operation`` once, when the client's rate and capacity allow, and wait for
+        its answer until ``deadline``. A throttled answer waits for the next turn; an answer
+        ``check`` finds wrong is a transient failure."""
+        method = self._method(operation)
+        rate = self._rates.get(operation)
+        throttled = False
+        while True:
+            no_turn = await self._wait_for_turn(operation, rate, deadline, throttled)
+            if no_turn is not None:
+                return no_turn
+            answered = False
+            sent_at = anyio.current_time()
+            try:
+                with anyio.CancelScope(deadline=deadline) as scope:
+                    payload = params() if callable(params) else params
+                    if watch is not None:
+                        watch(scope, sent_at)
+                    response = await self._send(method, payload)
+                    answered = True
+            except HeartbeatError:
+                raise
+            except Exception as exc:
+                result = read_failure(exc)
+            finally:
+                self.admission.leave(answered=answered)
+                if watch is not None:
+                    watch(None, anyio.current_time())
+            if answered:
+                problem = check(response) if check is not None else None
+                if problem is None:
+                    return self._answered(operation, task_id, attempt, response, sent_at)
+                result = Failure(problem)
+            if scope.cancelled_caught:
+                if anyio.current_time() < scope.deadline:  # cancelled by its watcher
+                    return Failure("superseded by another attempt", superseded=True)
+                return Failure(
+                    f"no answer within {scope.deadline - sent_at:.3g} s (the deadline)",
+                    timed_out=True,
+                )
+            rate = self._throttled(operation, task_id, attempt, result, sent_at)
+            if rate is None:
+                return result
+            throttled = True
+
+    async def _wait_for_turn(
+        self, operation: str, rate: OperationRate | None, deadline: float, throttled: bool
+    ) -> Failure | None:
+        """Wait for the operation's rate, then the client's capacity, to let a call go."""
+        if rate is not None and not await rate.pace(deadline, throttled_before=throttled):
+            return Failure(
+                f"the client's rate for {operation} left no turn before the deadline",
+                timed_out=True,
+            )
+        if not await self.admission.enter(deadline):
+            return Failure(
+                "the client had no capacity for another call before the deadline", timed_out=True
+            )
+        return None
+
+    async def long_call(self, operation: str, params: Mapping[str, Any]) -> Reply | Failure:
+        """One call that may hold its connection for long (PollForTask's long poll): it
+        takes one of the pool's connections but no share of the learned limit, and is bounded
+        by the client's own read timeout. Throttling paces it like any call."""
+        method = self._method(operation)
+        rate = self._rates.get(operation)
+        while True:
+            if rate is not None:
+                await rate.pace(math.inf, throttled_before=True)
+            self.admission.long_calls += 1
+            sent_at = anyio.current_time()
+            try:
+                response = await self._send(method, params)
+            except HeartbeatError:
+                raise
+            except Exception as exc:
+                result = read_failure(exc)
+            else:
+                return Reply(response, sent_at)
+            finally:
+                self.admission.long_calls -= 1
+                self.admission.queue.wake()
+            rate = self._throttled(operation, None, 1, result, sent_at)
+            if rate is None:
+                return result
+
+    def _slow_down(self, operation: str, rate: OperationRate) -> float:
+        if operation == "ReportTaskProgress":
+            # What the heartbeats ask for, and what keeps their leases, are known.
+            return rate.throttled(
+                self.asked_per_second, floor=LEASE_MARGIN * self.needed_per_second
+            )
+        return rate.throttled(UNKNOWN_RATE)
+
+    def _throttled(
+        self, operation: str, task_id: str | None, attempt: int, result: Failure, sent_at: float
+    ) -> OperationRate | None:
+        """Take in a failed call: the operation's rate, slowed, if it was throttled (the call
+        waits for its next turn), else None (the caller returns the failure)."""
+        now = anyio.current_time()
+        if result.throttled:
+            rate = self._rates.get(operation)
+            if rate is None:
+                rate = self._rates[operation] = OperationRate(operation)
+            self.emit(
+                Event(
+                    EventKind.THROTTLED, operation, task_id, attempt,
+                    description=result.description, error=result.error,
+                    rate=self._slow_down(operation, rate),
+                )
+            )  # fmt: skip
+            return rate
+        if not result.timed_out:
+            self._overload.error(now)
+        if result.reason is not None:  # a transient failure is told by `call`, retried or not
+            self.emit(
+                Event(
+                    EventKind.FAILED, operation, task_id, attempt, final=True,
+                    latency=now - sent_at, error=result.error, description=result.description,
+                )
+            )  # fmt: skip
+        return None
+
+    # -- heartbeats' load --------------------------------------------------------------------
+
+    def join(self, interval: float, lease_timeout: float) -> None:
+        """A heartbeat reporting every ``interval`` seconds starts using this layer."""
+        self.heartbeats += 1
+        self.asked_per_second += 1 / interval
+        self.needed_per_second += 1 / lease_timeout
+
+    def leave(self, interval: float, lease_timeout: float) -> None:
+        self.heartbeats -= 1
+        self.asked_per_second -= 1 / interval
+        self.needed_per_second -= 1 / lease_timeout
+
+    def report_due(self, lateness: float, threshold: float) -> None:
+        """A scheduled report was answered (or given up) ``lateness`` seconds after its slot."""
+        self._overload.report_due(anyio.current_time(), lateness, threshold)
+
+    def woke_late(self, lateness: float) -> None:
+        """A heartbeat woke ``lateness`` seconds after its report was due: the loop lags."""
+        self.admission.loop_lag(lateness)
+
+    def _overloaded(self, description: str) -> None:
+        self.emit(
+            Event(
+                EventKind.OVERLOADED, "ReportTaskProgress", description=description,
+                heartbeats=self.heartbeats, asked_per_second=self.asked_per_second,
+            )
+        )  # fmt: skip
+
+    def hedge_after(self, floor: float) -> float:
+        """How long a call may go unanswered before a second attempt beside it is worth its
+        load: at least ``floor``, more while answers are slow; never while the client has no
+        spare capacity (a hedge would then delay another caller's call), nor before its first
+        answer (a fresh client's first calls include building its HTTP session)."""
+        if not (self._answered_once and self.admission.spare()):
+            return math.inf
+        return self.latency.overdue_after(floor)
+
+    def emit(self, event: Event) -> None:
+        """Hand ``event`` to the global hooks, then to this layer's."""
+        for hook in (*get_hooks(), *self.hooks):
+            try:
+                hook(event)
+            except Exception:  # an observer must never break the calls it observes
+                import logging  # noqa: PLC0415 - only on a hook's failure
+
+                logging.getLogger("asyncheartbeat").exception("hook %r failed", hook)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _method(self, operation: str) -> Callable[..., Any]:
+        name = _snake_case(operation)
+        method = getattr(self.client, name, None)
+        if not callable(method):
+            raise HeartbeatError(
+                f"the client has no {name} method: give an aiobotocore 'datapipeline' client"
+            )
+        return method  # type: ignore[no-any-return]
+
+    async def _send(self, method: Callable[..., Any], params: Mapping[str, Any]) -> Any:
+        if not self._checked_backend:
+            _refuse_foreign_backend(self.client)
+            self._checked_backend = True
+        try:
+            pending = method(**params)
+            if not hasattr(pending, "__await__"):
+                raise HeartbeatError(  # noqa: TRY301 - one message for every local mistake
+                    f"the client's {getattr(method, '__name__', 'method')} returned "
+                    f"{type(pending).__name__}, not an awaitable: a sync (boto3) client? "
+                    f"give an aiobotocore client"
+                )
+            return await pending
+        except HeartbeatError:
+            raise
+        except Exception as exc:
+            if (mistake := local_error(exc)) is not None:
+                raise HeartbeatError(
+                    f"the client cannot make calls ({type(mistake).__name__}: {mistake}): a "
+                    f"closed client, a client made on another event loop, or not an aiobotocore "
+                    f"'datapipeline' client? This is not retried"
+                ) from exc
+            raise
+
+    def _answered(
+        self, operation: str, task_id: str | None, attempt: int, response: Any, sent_at: float
+    ) -> Reply:
+        latency = anyio.current_time() - sent_at
+        if self._answered_once:
+            # A fresh client's first answer includes building its session: not a latency.
+            self.latency.add(latency)
+        else:
+            self._answered_once = True
+            self.admission.first_answer()
+        if (rate := self._rates.get(operation)) is not None:
+            rate.answered()
+        self.emit(Event(EventKind.ANSWERED, operation, task_id, attempt, latency=latency))
+        return Reply(response, sent_at)
+
+
+def client_config(**overrides: Any) -> Any:
+    """An aiobotocore ``AioConfig`` for the client a layer calls through, ``overrides`` applied.
+
+    - ``retries``: one attempt per call (standard mode). The layer retries, spaces throttled
+      calls for the whole client and knows each call's deadline; botocore's own retries
+      would multiply attempts behind its back, and adaptive mode's client-side rate
+      limiter would make calls wait where no deadline orders them.
+    - ``read_timeout``: outlasts PollForTask's 90 s long poll (botocore's 60 s cuts it).
+    - ``connect_timeout``: 10 s.
+    """
+    from aiobotocore.config import AioConfig  # noqa: PLC0415 - only where a client is made
+
+    defaults: dict[str, Any] = {
+        "read_timeout": LONGEST_POLL + 10,
+        "connect_timeout": 10,
+        "retries": {"mode": "standard", "total_max_attempts": 1},
+    }
+    return AioConfig(**(defaults | overrides))
+
+
+def pool_size(client: object) -> int | None:
+    """How many calls the client can have on the wire at once: its botocore config's
+    ``max_pool_connections`` (aiobotocore's default is 10), or None if it has none."""
+    config = getattr(getattr(client, "meta", None), "config", None)
+    size = getattr(config, "max_pool_connections", None)
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+
+
+def _snake_case(operation: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")
+
+
+def _class_names(client: object) -> set[str]:
+    return {f"{cls.__module__}.{cls.__qualname__}" for cls in type(client).__mro__}
+
+
+def _refuse_sync_client(client: object) -> None:
+    names = _class_names(client)
+    if "botocore.client.BaseClient" in names and "aiobotocore.client.AioBaseClient" not in names:
+        raise TypeError(
+            "client is a sync botocore/boto3 client, whose calls block the event loop: "
+            "create it with aiobotocore (get_session().create_client('datapipeline', ...))"
+        )
+
+
+def _refuse_foreign_backend(client: object) -> None:
+    if "aiobotocore.client.AioBaseClient" not in _class_names(client):
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise HeartbeatError(
+            "aiobotocore clients run on asyncio only, and this code runs on another event "
+            "loop (trio?): run it on asyncio, or give a client that works there"
+        ) from None

@@ -1,0 +1,58 @@
+"""What happened, as a frozen record handed to each hook."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from asyncheartbeat._errors import CancelReason
+
+
+class EventKind(enum.StrEnum):
+    #: The service answered a call.
+    ANSWERED = "answered"
+    #: A call failed: a transient error (it is retried) or a final one (a verdict follows).
+    FAILED = "failed"
+    #: The service answered ThrottlingException: the client's rate for the operation was
+    #: lowered to ``rate`` calls/s, and the call waits for its turn again.
+    THROTTLED = "throttled"
+    #: A failed call is tried again after ``delay`` seconds.
+    RETRIED = "retried"
+    #: A call unanswered for ``delay`` seconds got a second attempt beside it (a hedge).
+    HEDGED = "hedged"
+    #: A scheduled report started ``delay`` seconds after its slot.
+    LATE = "late"
+    #: A heartbeat stopped its work, for ``reason``.
+    VERDICT = "verdict"
+    #: Over the last window, more reports were late than the client can explain by errors.
+    OVERLOADED = "overloaded"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened to a call or a heartbeat. Fields that do not apply are None."""
+
+    kind: EventKind
+    #: The API operation, e.g. ``"ReportTaskProgress"``.
+    operation: str
+    #: The task the call was for, if any.
+    task_id: str | None = None
+    #: Which attempt of this request (1 for the first).
+    attempt: int | None = None
+    #: Seconds from sending to the answer or failure.
+    latency: float | None = None
+    #: Seconds: the wait before a retry, before a hedge, or a report's lateness.
+    delay: float | None = None
+    #: The exception a failed call raised.
+    error: BaseException | None = None
+    #: What happened, in words (error code and message, for a failure).
+    description: str = ""
+    #: Why the work was stopped, for VERDICT.
+    reason: CancelReason | None = None
+    #: The client's new rate for ``operation`` in calls/s, for THROTTLED.
+    rate: float | None = None
+    #: Whether a FAILED call ends the request (no retry).
+    final: bool = False
+    #: For OVERLOADED: heartbeats sharing the client, and the reports/s they ask for.
+    heartbeats: int | None = None
+    asked_per_second: float | None = None
