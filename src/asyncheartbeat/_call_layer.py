@@ -40,8 +40,11 @@ from .instrumentation import Event, EventKind, Hook, get_hooks
 #: The service's rule: a task handed out must be acknowledged within this many seconds.
 ACKNOWLEDGEMENT_LIMIT = 120.0
 #: Throttled reports slow down to no less than this many times the rate that keeps every
-#: lease: below it leases are lost for certain; above it, only a few more turns are lost.
-LEASE_MARGIN = 1.5
+#: lease: below it leases are lost for certain. Little more: a floor above what the service
+#: allows would keep the client throttled.
+LEASE_MARGIN = 1.1
+#: A call throttled this many times in a row waits for its next turn behind the others.
+REPEATED_THROTTLES = 3
 #: What an operation other than reports is taken to have been sent at when first throttled.
 UNKNOWN_RATE = 2.0
 #: The longest PollForTask holds a call open when no task is ready.
@@ -199,10 +202,13 @@ class CallLayer:
         its answer until ``deadline``. A throttled answer waits for the next turn; an answer
         ``check`` finds wrong is a transient failure."""
         method = self._method(operation)
-        rate = self._rates.get(operation)
-        throttled = False
+        rate = self._rate(operation)
+        throttles = 0
         while True:
-            no_turn = await self._wait_for_turn(operation, rate, deadline, throttled)
+            # A call throttled again and again waits behind the others: a service that
+            # throttles some tasks' calls must not let them take every turn.
+            back_of_line = throttles >= REPEATED_THROTTLES
+            no_turn = await self._wait_for_turn(operation, rate, deadline, back_of_line)
             if no_turn is not None:
                 return no_turn
             answered = False
@@ -234,16 +240,21 @@ class CallLayer:
                     f"no answer within {scope.deadline - sent_at:.3g} s (the deadline)",
                     timed_out=True,
                 )
-            rate = self._throttled(operation, task_id, attempt, result, sent_at)
-            if rate is None:
+            if not self._throttled(operation, task_id, attempt, result, sent_at):
                 return result
-            throttled = True
+            throttles += 1
+
+    def _rate(self, operation: str) -> OperationRate:
+        rate = self._rates.get(operation)
+        if rate is None:
+            rate = self._rates[operation] = OperationRate(operation)
+        return rate
 
     async def _wait_for_turn(
-        self, operation: str, rate: OperationRate | None, deadline: float, throttled: bool
+        self, operation: str, rate: OperationRate, deadline: float, back_of_line: bool
     ) -> Failure | None:
         """Wait for the operation's rate, then the client's capacity, to let a call go."""
-        if rate is not None and not await rate.pace(deadline, throttled_before=throttled):
+        if not await rate.pace(deadline, back_of_line=back_of_line):
             return Failure(
                 f"the client's rate for {operation} left no turn before the deadline",
                 timed_out=True,
@@ -259,10 +270,9 @@ class CallLayer:
         takes one of the pool's connections but no share of the learned limit, and is bounded
         by the client's own read timeout. Throttling paces it like any call."""
         method = self._method(operation)
-        rate = self._rates.get(operation)
+        rate = self._rate(operation)
         while True:
-            if rate is not None:
-                await rate.pace(math.inf, throttled_before=True)
+            await rate.pace(math.inf, back_of_line=True)
             self.admission.long_calls += 1
             sent_at = anyio.current_time()
             try:
@@ -272,12 +282,12 @@ class CallLayer:
             except Exception as exc:
                 result = read_failure(exc)
             else:
+                rate.answered()
                 return Reply(response, sent_at)
             finally:
                 self.admission.long_calls -= 1
                 self.admission.queue.wake()
-            rate = self._throttled(operation, None, 1, result, sent_at)
-            if rate is None:
+            if not self._throttled(operation, None, 1, result, sent_at):
                 return result
 
     def _slow_down(self, operation: str, rate: OperationRate) -> float:
@@ -290,22 +300,19 @@ class CallLayer:
 
     def _throttled(
         self, operation: str, task_id: str | None, attempt: int, result: Failure, sent_at: float
-    ) -> OperationRate | None:
-        """Take in a failed call: the operation's rate, slowed, if it was throttled (the call
-        waits for its next turn), else None (the caller returns the failure)."""
+    ) -> bool:
+        """Take in a failed call: True if it was throttled (the operation's rate is slowed,
+        and the call waits for its next turn), else False (the caller returns the failure)."""
         now = anyio.current_time()
         if result.throttled:
-            rate = self._rates.get(operation)
-            if rate is None:
-                rate = self._rates[operation] = OperationRate(operation)
             self.emit(
                 Event(
                     EventKind.THROTTLED, operation, task_id, attempt,
                     description=result.description, error=result.error,
-                    rate=self._slow_down(operation, rate),
+                    rate=self._slow_down(operation, self._rate(operation)),
                 )
             )  # fmt: skip
-            return rate
+            return True
         if not result.timed_out:
             self._overload.error(now)
         if result.reason is not None:  # a transient failure is told by `call`, retried or not
@@ -315,7 +322,7 @@ class CallLayer:
                     latency=now - sent_at, error=result.error, description=result.description,
                 )
             )  # fmt: skip
-        return None
+        return False
 
     # -- heartbeats' load --------------------------------------------------------------------
 
@@ -410,8 +417,7 @@ class CallLayer:
         else:
             self._answered_once = True
             self.admission.first_answer()
-        if (rate := self._rates.get(operation)) is not None:
-            rate.answered()
+        self._rate(operation).answered()
         self.emit(Event(EventKind.ANSWERED, operation, task_id, attempt, latency=latency))
         return Reply(response, sent_at)
 

@@ -14,6 +14,12 @@ ValueKind: TypeAlias = Literal["stringValue", "refValue"]
 
 _VALUE_KINDS: tuple[ValueKind, ValueKind] = ("stringValue", "refValue")
 
+# The service's limits on one pipeline object, which the reported fields are kept on (AWS
+# Data Pipeline developer guide, "AWS Data Pipeline Limits"); botocore's model has only the
+# limits of each field.
+MAX_FIELDS = 50
+MAX_OBJECT_BYTES = 15_360
+
 
 def check_task_id(task_id: object) -> str:
     """Return ``task_id`` if the service would accept it, else raise naming the problem."""
@@ -43,6 +49,10 @@ def check_field(key: object, kind: ValueKind, value: object) -> tuple[str, str]:
     return key, value
 
 
+def _size(key: str, value: str) -> int:
+    return len(key.encode("utf-8", "surrogatepass")) + len(value.encode("utf-8", "surrogatepass"))
+
+
 def _preview(text: str) -> str:
     return repr(text) if len(text) <= 40 else f"{text[:40]!r}…"
 
@@ -50,11 +60,12 @@ def _preview(text: str) -> str:
 class ProgressFields:
     """The fields the next report carries, with a version that changes whenever they do."""
 
-    __slots__ = ("_fields", "_wire", "version")
+    __slots__ = ("_bytes", "_fields", "_wire", "version")
 
     def __init__(self, initial: FieldsInput | None = None) -> None:
         self._fields: dict[str, tuple[ValueKind, str]] = {}
         self._wire: list[dict[str, str]] | None = None
+        self._bytes = 0  # UTF-8 bytes of all keys and values
         self.version = 0
         if initial is not None:
             self._load(initial)
@@ -85,17 +96,36 @@ class ProgressFields:
     def _add_new(self, key: str, value: str, kind: ValueKind) -> None:
         if key in self._fields:
             raise ValueError(f"field key {key!r} is given twice")
-        self._fields[key] = (kind, value)
+        self._put(key, kind, value)
 
     def set(self, key: str, kind: ValueKind, value: str) -> None:
         key, value = check_field(key, kind, value)
         if self._fields.get(key) != (kind, value):
-            self._fields[key] = (kind, value)
+            self._put(key, kind, value)
             self._changed()
 
     def remove(self, key: str) -> None:
-        if self._fields.pop(key, None) is not None:
+        if (old := self._fields.pop(key, None)) is not None:
+            self._bytes -= _size(key, old[1])
             self._changed()
+
+    def _put(self, key: str, kind: ValueKind, value: str) -> None:
+        """Store a checked field, unless the report would exceed what the service keeps."""
+        old = self._fields.get(key)
+        count = len(self._fields) + (old is None)
+        size = self._bytes - (_size(key, old[1]) if old else 0) + _size(key, value)
+        if count > MAX_FIELDS:
+            raise ValueError(
+                f"field {key!r} would be field {count} of the report, more than the "
+                f"{MAX_FIELDS} the service keeps on one object: remove one first"
+            )
+        if size > MAX_OBJECT_BYTES:
+            raise ValueError(
+                f"field {key!r} would make the report's fields {size} UTF-8 bytes, more than "
+                f"the {MAX_OBJECT_BYTES} the service keeps on one object"
+            )
+        self._fields[key] = (kind, value)
+        self._bytes = size
 
     def _changed(self) -> None:
         self.version += 1

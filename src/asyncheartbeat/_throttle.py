@@ -5,15 +5,18 @@ burst of 100). When heartbeats ask for more, retrying each throttled call on its
 adds load: every heartbeat backs off alone, and the service sees more calls, not fewer. So
 a throttled answer slows the whole client for that operation instead:
 
-- The first throttle sets the rate to half of what the client was sending; each further one
-  (at most one per `DECREASE_EVERY`) takes another `DECREASE_FACTOR` off. It never goes
+- The first throttle sets the rate to what the service accepted over the last second (or,
+  with no answer in it, half of what the client asks for); each further throttle, at most
+  one per `DECREASE_EVERY_TURNS` turns, sets it to what the service accepted in the last
+  second, or takes `DECREASE_FACTOR` off, whichever is lower. It never goes
   below the floor its caller gives: for reports, what keeps every lease (a rate below it
   would lose leases for certain, while a few more throttled answers only cost a turn).
 - Each answered call adds back a little (`INCREASE_SHARE` of the rate per second at that
   rate), so the client finds the service's limit again, from below.
 - Calls wait their turn, spaced evenly at that rate, the most urgent (earliest lease end)
-  first. A throttled call is not a failure: it waits for its turn again, at the back of the
-  line, so that calls throttled again and again cannot take every turn from the others.
+  first. A throttled call is not a failure: it waits for its turn again (at the back of the
+  line once throttled three times in a row, so that calls a service throttles again and again
+  cannot take every turn from the others).
 - After `FORGET_AFTER` seconds without a throttle, the limit is dropped.
 """
 
@@ -27,7 +30,9 @@ from ._queue import TurnQueue
 
 #: A throttle leaves at least this rate, in calls/s.
 MIN_RATE = 0.1
-DECREASE_EVERY = 1.0
+#: After a decrease, the next one waits for this many turns at the new rate (or a second, if
+#: shorter): a burst of throttles answered together is one signal, not many.
+DECREASE_EVERY_TURNS = 10
 DECREASE_FACTOR = 0.85
 #: Per answered call, the rate grows by this share of one call/s: about 5 % per second.
 INCREASE_SHARE = 0.05
@@ -44,10 +49,15 @@ class OperationRate:
         self.queue = TurnQueue()
         self._next_free = -math.inf
         self._last_throttle = -math.inf
+        self._last_decrease = -math.inf
+        # Answered calls counted per second: what the service accepts.
+        self._second_start = -math.inf
+        self._answered_this_second = 0
+        self._answered_last_second = 0
 
-    async def pace(self, deadline: float, *, throttled_before: bool = False) -> bool:
-        """Wait for this operation's next turn (at the back of the line, if the call was
-        ``throttled_before``); False if ``deadline`` passes first."""
+    async def pace(self, deadline: float, *, back_of_line: bool = False) -> bool:
+        """Wait for this operation's next turn (behind everyone waiting now, with
+        ``back_of_line``); False if ``deadline`` passes first."""
         now = anyio.current_time()
         if self.rate is not None and now - self._last_throttle > FORGET_AFTER:
             self.rate = None
@@ -57,9 +67,7 @@ class OperationRate:
         def seconds_until_free(now: float) -> float:
             return max(0.0, self._next_free - now)
 
-        if not await self.queue.wait_turn(
-            deadline, seconds_until_free, last_in_line=throttled_before
-        ):
+        if not await self.queue.wait_turn(deadline, seconds_until_free, last_in_line=back_of_line):
             return False
         if self.rate is not None:  # None: forgotten while this call waited
             self._next_free = max(anyio.current_time(), self._next_free) + 1 / self.rate
@@ -70,15 +78,28 @@ class OperationRate:
         no lower than ``floor`` calls/s, and return the new rate. The throttled call's next
         turn is one step away."""
         now = anyio.current_time()
+        self._roll(now)
         floor = max(MIN_RATE, floor)
+        accepted = self._answered_last_second or None
         if self.rate is None:
-            self.rate = max(floor, sending / 2)
-        elif now - self._last_throttle >= DECREASE_EVERY:
-            self.rate = max(floor, self.rate * DECREASE_FACTOR)
+            self.rate = max(floor, accepted or sending / 2)
+            self._last_decrease = now
+        elif now - self._last_decrease >= min(1.0, DECREASE_EVERY_TURNS / self.rate):
+            self.rate = max(floor, min(self.rate * DECREASE_FACTOR, accepted or math.inf))
+            self._last_decrease = now
         self._last_throttle = now
         self._next_free = max(self._next_free, now + 1 / self.rate)
         return self.rate
 
     def answered(self) -> None:
+        self._roll(anyio.current_time())
+        self._answered_this_second += 1
         if self.rate is not None:
             self.rate += INCREASE_SHARE
+
+    def _roll(self, now: float) -> None:
+        elapsed = now - self._second_start
+        if elapsed >= 1:
+            self._answered_last_second = self._answered_this_second if elapsed < 2 else 0
+            self._answered_this_second = 0
+            self._second_start = now

@@ -1,0 +1,368 @@
+"""The call layer's rules, exactly, under trio's virtual clock with an in-memory client."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+import trio.testing
+
+from asyncheartbeat import CallLayer, CancelReason, Heartbeat, HeartbeatError, TaskCancelled
+from asyncheartbeat._admission import MIN_LIMIT, Admission
+from asyncheartbeat._queue import TurnQueue
+from asyncheartbeat.instrumentation import Event, EventKind
+from asyncheartbeat.testing import MockClient, MockServiceError
+
+from .conftest import EventLog
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return "trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}
+
+
+class Service:
+    """A service answering after ``latency`` seconds, with a note of every call's fate."""
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.answered = 0
+        self.cut = 0
+
+    async def __call__(self, task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await anyio.sleep(self.latency)
+        except BaseException:
+            self.cut += 1
+            raise
+        finally:
+            self.in_flight -= 1
+        self.answered += 1
+        return {"canceled": False}
+
+
+# 1. Calls bounded by the lease ------------------------------------------------------------
+
+
+async def test_answers_slower_than_the_interval_keep_the_lease_and_no_call_is_cut() -> None:
+    """Every answer takes 1.5 intervals: no call is abandoned, the lease holds for 10
+    minutes, and only the first slow answers get a second attempt beside them."""
+    service = Service(latency=90)
+    async with Heartbeat(MockClient(service), "task-1", interval=60, lease_timeout=300) as hb:
+        await anyio.sleep(600)
+        cut_before_the_end = service.cut
+    assert hb.cancel_reason is None
+    assert cut_before_the_end == 0
+    assert service.answered >= 6
+    assert service.most_in_flight <= 2
+
+
+async def test_a_new_clients_first_call_goes_alone_and_is_never_hedged(
+    events: EventLog,
+) -> None:
+    """The first call of a new client builds its HTTP session: it goes alone, however long
+    it takes, and no second attempt is charged to it."""
+    service = Service(latency=5)  # the session build, say
+    layer = CallLayer(MockClient(service))
+
+    async def job(n: int) -> None:
+        async with Heartbeat(layer, f"task-{n}", interval=2, lease_timeout=20, call_timeout=1):
+            await anyio.sleep(1)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(10):
+            tg.start_soon(job, n)
+            await anyio.lowlevel.checkpoint()
+        await anyio.sleep(4.9)
+        assert service.in_flight == 1
+    assert not events.of(EventKind.HEDGED)[:1] or (
+        events.index(events.of(EventKind.HEDGED)[0])
+        > events.index(events.of(EventKind.ANSWERED)[0])
+    )
+
+
+async def test_a_hung_call_costs_one_call_timeout_not_the_lease() -> None:
+    """Calls that never answer are stood beside, not waited out: the lease holds."""
+    hung = {1, 2}
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        if len(client.calls) - 1 in hung:
+            await anyio.sleep_forever()
+        return {"canceled": False}
+
+    client = MockClient(answer)
+    async with Heartbeat(client, "task-1", interval=10, lease_timeout=45, call_timeout=5) as hb:
+        await anyio.sleep(60)
+    assert hb.cancel_reason is None
+    start = client.calls[0].received_at
+    assert [c.received_at - start for c in client.calls[:4]] == [0, 10, 15, 20]
+
+
+async def test_the_acknowledgement_gives_up_after_the_services_two_minutes() -> None:
+    """A task not acknowledged within 2 minutes is the service's again, whatever the lease."""
+
+    def fail(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        raise MockServiceError("InternalServiceError", status=500)
+
+    with pytest.raises(TaskCancelled) as caught:
+        async with Heartbeat(MockClient(fail), "task-1", interval=60, lease_timeout=600):
+            pytest.fail("the body ran")
+    assert caught.value.reason is CancelReason.LEASE_LOST
+    assert anyio.current_time() == pytest.approx(120)
+
+
+# 2. Admission and 3. scheduling by lease ------------------------------------------------------
+
+
+async def test_the_call_whose_lease_ends_first_goes_first() -> None:
+    """Waiting callers are served earliest deadline first; one whose deadline passes leaves."""
+    queue = TurnQueue()
+    free = False
+    served: list[str] = []
+
+    async def wait(name: str, deadline: float) -> None:
+        if await queue.wait_turn(deadline, lambda now: 0.0 if free else float("inf")):
+            served.append(name)
+
+    async with anyio.create_task_group() as tg:
+        for name, deadline in [("late", 30.0), ("first", 10.0), ("gone", 2.0), ("next", 20.0)]:
+            tg.start_soon(wait, name, deadline)
+        await anyio.sleep(5)
+        free = True
+        queue.wake()
+    assert served == ["first", "next", "late"]
+
+
+async def test_the_limit_shrinks_when_the_loop_lags_but_not_for_a_slow_service() -> None:
+    """A lagging event loop takes a quarter off the limit (once a second, never below the
+    floor); slow answers do not."""
+    admission = Admission(pool=200)
+    admission.first_answer()
+    for _ in range(300):
+        assert await admission.enter(deadline=100)
+        admission.leave(answered=True)
+    assert admission.limit == MIN_LIMIT, "grows only while it holds calls back"
+    admission.limit = 100.0
+    admission.loop_lag(0.5)
+    admission.loop_lag(0.5)
+    assert admission.limit == 75
+    await anyio.sleep(1)
+    admission.loop_lag(0.05)
+    assert admission.limit == 75
+    for _ in range(20):
+        admission.loop_lag(0.5)
+        await anyio.sleep(1)
+    assert admission.limit == MIN_LIMIT
+
+
+async def test_calls_beyond_the_learned_limit_wait_their_turn() -> None:
+    """A new client lets one call in flight until its first answer, then up to the floor."""
+    service = Service(latency=1)
+    layer = CallLayer(MockClient(service))
+
+    async def report(n: int) -> None:
+        result = await layer.call(
+            "ReportTaskProgress", {"taskId": f"t{n}", "fields": []}, deadline=1000
+        )
+        assert not isinstance(result, Exception)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(40):
+            tg.start_soon(report, n)
+        await anyio.sleep(0.5)
+        assert service.in_flight == 1
+    assert service.most_in_flight == min(MIN_LIMIT, 10)  # MockClient's pool is unknown: 10
+
+
+# 4. Throttling -------------------------------------------------------------------------------
+
+
+class TokenBucket:
+    """A service that answers ThrottlingException beyond ``rate`` calls/s and ``burst``."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = float(burst), 0.0
+        self.answered = self.throttled = 0
+
+    def __call__(self, task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        now = anyio.current_time()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            self.throttled += 1
+            raise MockServiceError("ThrottlingException", "Rate exceeded")
+        self.tokens -= 1
+        self.answered += 1
+        return {"canceled": False}
+
+
+@pytest.mark.parametrize("capacity_over_need", [2.5, 1.5, 1.25])
+async def test_throttling_slows_the_whole_client_and_keeps_every_lease(
+    capacity_over_need: float,
+) -> None:
+    """100 heartbeats asking 25 reports/s of a service allowing 10/s (burst 100): no lease
+    is lost, and few answers are throttles once the client has learned the rate."""
+    lease = 100 / (10 / capacity_over_need)  # 100 tasks, one report per lease each
+    service = TokenBucket(rate=10, burst=100)
+    layer = CallLayer(MockClient(service, max_pool_connections=50))
+    lost: list[str] = []
+
+    async def job(n: int) -> None:
+        try:
+            async with Heartbeat(layer, f"task-{n}", interval=4, lease_timeout=lease):
+                await anyio.sleep(600)
+        except TaskCancelled:
+            lost.append(f"task-{n}")
+
+    async with anyio.create_task_group() as tg:
+        for n in range(100):
+            tg.start_soon(job, n)
+    assert lost == []
+    assert service.throttled <= 0.25 * service.answered
+    rate = layer.rate("ReportTaskProgress")
+    assert rate is not None
+    assert rate >= 1.1 * 100 / lease * 0.999, "never below what keeps every lease"
+
+
+async def test_a_throttled_call_waits_for_the_clients_turn_and_is_not_a_failure(
+    events: EventLog,
+) -> None:
+    """Three throttles in a row: the report waits its turn, no retry is counted, no lease
+    lost, and the service's spacing is kept afterwards."""
+    throttles = 3
+
+    def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        nonlocal throttles
+        if len(client.calls) > 1 and throttles:
+            throttles -= 1
+            raise MockServiceError("ThrottlingException")
+        return {"canceled": False}
+
+    client = MockClient(answer)
+    async with Heartbeat(client, "task-1", interval=1, lease_timeout=30) as hb:
+        await anyio.sleep(10)
+    assert hb.cancel_reason is None
+    assert len(events.of(EventKind.THROTTLED)) == 3
+    assert not events.of(EventKind.RETRIED)
+    gaps = [b.received_at - a.received_at for a, b in itertools.pairwise(client.calls)]
+    assert all(gap > 0 for gap in gaps[1:4]), "a throttled call waits a turn before it goes again"
+
+
+# 5. Errors classified -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mistake",
+    [TypeError("unexpected keyword"), AttributeError("'NoneType' object"), RuntimeError("loop")],
+)
+async def test_a_programming_mistake_fails_at_once(mistake: Exception) -> None:
+    """TypeError, AttributeError or RuntimeError from the call is not retried for a lease."""
+
+    def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        raise mistake
+
+    with pytest.raises(HeartbeatError, match="This is not retried") as caught:
+        async with Heartbeat(MockClient(answer), "task-1", interval=60, lease_timeout=300):
+            pytest.fail("the body ran")
+    assert caught.value.__cause__ is mistake
+    assert anyio.current_time() == 0
+
+
+async def test_a_mistake_in_the_background_stops_the_work_with_it() -> None:
+    """A mistake met by a later report stops the body and comes out as HeartbeatError."""
+
+    def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        if len(client.calls) > 1:
+            raise TypeError("report_task_progress() got an unexpected keyword argument")
+        return {"canceled": False}
+
+    client = MockClient(answer)
+    with pytest.raises(HeartbeatError, match="unexpected keyword"):
+        async with Heartbeat(client, "task-1", interval=60, lease_timeout=300):
+            await anyio.sleep_forever()
+    assert anyio.current_time() == 60
+
+
+async def test_a_client_whose_method_is_not_a_coroutine_is_refused() -> None:
+    """A sync client's answer (a dict, not an awaitable) is a mistake, named as one."""
+
+    class SyncClient:
+        def report_task_progress(self, **params: Any) -> dict[str, Any]:
+            return {"canceled": False}
+
+    with pytest.raises(HeartbeatError, match="not an awaitable: a sync"):
+        async with Heartbeat(SyncClient(), "task-1"):  # type: ignore[arg-type]
+            pytest.fail("the body ran")
+
+
+# 6. Hooks ---------------------------------------------------------------------------------------
+
+
+async def test_every_outcome_is_an_event_for_the_layers_hooks(events: EventLog) -> None:
+    """Answered, retried, throttled and the verdict reach the layer's own hooks too."""
+    script = [
+        None,
+        MockServiceError("InternalServiceError", status=500),
+        MockServiceError("ThrottlingException"),
+        None,
+        MockServiceError("TaskNotFoundException"),
+    ]
+
+    def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        if error := script.pop(0):
+            raise error
+        return {"canceled": False}
+
+    own: list[Event] = []
+    layer = CallLayer(MockClient(answer), hooks=[own.append])
+    with pytest.raises(TaskCancelled):
+        async with Heartbeat(layer, "task-1", interval=10, lease_timeout=60):
+            await anyio.sleep_forever()
+    kinds = [e.kind for e in own]
+    assert kinds == [
+        EventKind.ANSWERED,
+        EventKind.RETRIED,
+        EventKind.THROTTLED,
+        EventKind.ANSWERED,
+        EventKind.FAILED,
+        EventKind.VERDICT,
+    ]
+    assert own[-1].reason is CancelReason.TASK_NOT_FOUND
+    assert own[1].delay is not None
+    assert own[2].rate is not None
+    assert [e.kind for e in events] == kinds, "the global hooks see the same"
+
+
+async def test_backoff_jitter_comes_from_the_layers_random_source() -> None:
+    """The same seed gives the same retry delays; another seed, others."""
+
+    async def delays(seed: int) -> list[float]:
+        def fail(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+            if len(client.calls) > 1:
+                raise MockServiceError("InternalServiceError", status=500)
+            return {"canceled": False}
+
+        seen: list[Event] = []
+        client = MockClient(fail)
+        layer = CallLayer(client, hooks=[seen.append], random_source=random.Random(seed))
+        with pytest.raises(TaskCancelled):
+            async with Heartbeat(layer, "task-1", interval=10, lease_timeout=60):
+                await anyio.sleep_forever()
+        return [e.delay for e in seen if e.kind is EventKind.RETRIED and e.delay is not None]
+
+    first = await delays(7)
+    assert len(first) >= 3
+    assert await delays(7) == first
+    assert await delays(8) != first
