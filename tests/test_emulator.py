@@ -244,7 +244,8 @@ async def test_a_long_poll_returns_empty_after_the_poll_timeout(fast_client: Any
     started = anyio.current_time()
     answer = await fast_client.poll_for_task(workerGroup="nobody")
     assert "taskObject" not in answer
-    assert anyio.current_time() - started == pytest.approx(0.3, abs=0.1)
+    # Not sooner than the timeout; later only by what a busy machine adds.
+    assert 0.3 <= anyio.current_time() - started < 1.5
 
 
 async def test_a_waiting_poll_gets_a_task_as_soon_as_it_is_ready(

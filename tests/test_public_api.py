@@ -7,6 +7,7 @@ import pickle
 import types
 
 import asyncheartbeat
+import asyncheartbeat.instrumentation
 import asyncheartbeat.testing
 from asyncheartbeat import CancelReason, HeartbeatError, TaskCancelled
 
@@ -23,7 +24,7 @@ def public_names(module: types.ModuleType) -> set[str]:
 
 def test_all_lists_every_public_name() -> None:
     """__all__ misses no public name and names nothing that is not there."""
-    for module in (asyncheartbeat, asyncheartbeat.testing):
+    for module in (asyncheartbeat, asyncheartbeat.instrumentation, asyncheartbeat.testing):
         assert set(module.__all__) == public_names(module), module.__name__
 
 

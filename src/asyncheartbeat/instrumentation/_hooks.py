@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from typing import Protocol
 
 from ._events import Event
 from ._logging import LoggingHook
 
-#: Anything that takes an `Event`; its return value is ignored.
-Hook = Callable[[Event], object]
+
+class Hook(Protocol):
+    """Anything called with each `Event`: a function, a bound method, an object with
+    ``__call__``. Its return value is ignored; an exception it raises is logged and
+    ignored, so that an observer never breaks the calls it observes."""
+
+    def __call__(self, event: Event, /) -> object: ...
 
 _hooks: tuple[Hook, ...] = (LoggingHook(),)
 
