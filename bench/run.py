@@ -3,7 +3,7 @@
 Each benchmark runs as a process of its own (and starts its emulator in another), one after
 the other, so that none measures another's leftovers. Its output replaces the block between
 ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` in the docs, with the commands that
-made it; the prose around the blocks is written by hand. About ten minutes in all.
+made it; the prose around the blocks is written by hand. About a quarter of an hour in all.
 
     bash scripts/bench.sh [--only NAME ...] [--dry-run]
 """
@@ -38,6 +38,11 @@ BENCHMARKS: dict[str, list[str]] = {
     ],
     "promises": ["bench/promises.py --runs 300"],
     "alternatives": ["bench/alternatives.py --tasks 200 --seconds 4 --rounds 3"],
+    "contention": [
+        "bench/contention.py slow",
+        "bench/contention.py throttled",
+        "bench/contention.py cpu",
+    ],
     "blocked": ["bench/blocked_loop.py"],
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark, one after the other (about ten minutes); figures go to docs/performance.md.
+# Every benchmark, one after the other (about a quarter of an hour); figures go to docs/performance.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_venv.sh

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import itertools
 import random
 from collections.abc import Mapping
@@ -15,6 +17,7 @@ import trio.testing
 from asyncheartbeat import CallLayer, CancelReason, Heartbeat, HeartbeatError, TaskCancelled
 from asyncheartbeat._admission import MIN_LIMIT, Admission
 from asyncheartbeat._queue import TurnQueue
+from asyncheartbeat._throttle import OperationRate
 from asyncheartbeat.instrumentation import Event, EventKind
 from asyncheartbeat.testing import MockClient, MockServiceError
 
@@ -166,6 +169,50 @@ async def test_the_limit_shrinks_when_the_loop_lags_but_not_for_a_slow_service()
     assert admission.limit == MIN_LIMIT
 
 
+async def test_every_place_freed_goes_to_a_waiting_call_at_once() -> None:
+    """Calls ending together hand all their places to the callers waiting, in the same step:
+    on a busy loop a place left for its waiter to claim stays empty until that waiter runs."""
+    admission = Admission(pool=10)
+    admission.first_answer()
+    for _ in range(10):
+        assert await admission.enter(deadline=100)
+    admitted: list[int] = []
+
+    async def wait(n: int) -> None:
+        if await admission.enter(deadline=100 + n):
+            admitted.append(n)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(5):
+            tg.start_soon(wait, n)
+        await anyio.sleep(1)
+        for _ in range(3):
+            admission.leave(answered=True)
+        assert admission.in_flight == 10, "the three places are taken before any waiter runs"
+        await anyio.sleep(1)
+        assert sorted(admitted) == [0, 1, 2], "the most urgent three"
+        tg.cancel_scope.cancel()
+    assert admission.in_flight == 10
+
+
+# asyncio's own Task.cancel() reaches a task even after its wake-up was scheduled.
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_place_handed_to_a_cancelled_caller_goes_to_the_next() -> None:
+    """A caller cancelled just after it was handed a place gives it on, so none is lost."""
+    admission = Admission(pool=1)
+    deadline = anyio.current_time() + 100
+    assert await admission.enter(deadline)
+    first = asyncio.create_task(admission.enter(deadline))
+    second = asyncio.create_task(admission.enter(deadline))
+    await asyncio.sleep(0)
+    admission.leave(answered=True)  # handed to the first caller...
+    first.cancel()  # ...which is cancelled before it runs
+    with anyio.fail_after(5):
+        assert await second
+    assert first.cancelled()
+    assert admission.in_flight == 1
+
+
 async def test_calls_beyond_the_learned_limit_wait_their_turn() -> None:
     """A new client lets one call in flight until its first answer, then up to the floor."""
     service = Service(latency=1)
@@ -258,6 +305,27 @@ async def test_a_throttled_call_waits_for_the_clients_turn_and_is_not_a_failure(
     assert not events.of(EventKind.RETRIED)
     gaps = [b.received_at - a.received_at for a, b in itertools.pairwise(client.calls)]
     assert all(gap > 0 for gap in gaps[1:4]), "a throttled call waits a turn before it goes again"
+
+
+async def test_a_call_throttled_again_and_again_yields_its_turn_only_while_it_can_wait() -> None:
+    """Throttled three times in a row, a call waits behind the others, but never so far back
+    that its own deadline passes first: the service throttles the account, not the call."""
+    rate = OperationRate("ReportTaskProgress")
+    rate.throttled(sending=20.0)  # 10 calls/s, one turn every 0.1 s
+    served: list[str] = []
+
+    async def call(name: str, deadline: float, *, back_of_line: bool = False) -> None:
+        if await rate.pace(deadline, back_of_line=back_of_line):
+            served.append(name)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(50):  # five seconds of turns, all later than the urgent call's deadline
+            tg.start_soon(call, f"patient-{n}", 100.0)
+        await anyio.lowlevel.checkpoint()
+        tg.start_soon(functools.partial(call, "urgent", 2.0, back_of_line=True))
+        tg.start_soon(functools.partial(call, "yielding", 90.0, back_of_line=True))
+    assert "urgent" in served[:20], served.index("urgent") if "urgent" in served else served
+    assert served[-1] == "yielding"
 
 
 # 5. Errors classified -------------------------------------------------------------------------

@@ -52,7 +52,7 @@ class Admission:
         self.in_flight = 0
         #: Connections held by long polls.
         self.long_calls = 0
-        self.queue = TurnQueue()
+        self.queue = TurnQueue(on_unused=self.leave)
         self._slow_start = True
         self._last_decrease = -math.inf
 
@@ -70,28 +70,30 @@ class Admission:
         if self.in_flight < self.capacity and self.queue.empty():
             self.in_flight += 1
             return True
+        return await self.queue.wait_turn(deadline)
 
-        def seconds_until_free(now: float) -> float:
-            if self.in_flight < self.capacity:
-                return 0.0
-            return math.inf
-
-        if not await self.queue.wait_turn(deadline, seconds_until_free):
-            return False
-        self.in_flight += 1
-        return True
-
-    def leave(self, *, answered: bool) -> None:
+    def leave(self, *, answered: bool = False) -> None:
         """A short call ended; ``answered`` if the service answered it."""
         was_full = self.in_flight >= self.capacity
         self.in_flight -= 1
         if answered and was_full and self.limit < self.pool:
             self.limit = min(self.pool, self.limit + (1 if self._slow_start else 1 / self.limit))
-        self.queue.wake()
+        self._hand_over()
+
+    def long_call(self, *, started: bool) -> None:
+        """A long poll took one of the pool's connections, or gave it back."""
+        self.long_calls += 1 if started else -1
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give every place free now to the callers waiting, the most urgent first."""
+        while self.in_flight < self.capacity and self.queue.hand_over():
+            self.in_flight += 1
 
     def first_answer(self) -> None:
         """The client is warm: open up to the floor at once, and grow from there."""
         self.limit = max(self.limit, min(self.pool, MIN_LIMIT))
+        self._hand_over()
 
     def loop_lag(self, lag: float) -> None:
         """The event loop ran something ``lag`` seconds after it was due."""

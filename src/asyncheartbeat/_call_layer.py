@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import math
 import random
 import weakref
@@ -50,15 +51,19 @@ UNKNOWN_RATE = 2.0
 #: The longest PollForTask holds a call open when no task is ready.
 LONGEST_POLL = 90.0
 
+logger = logging.getLogger("asyncheartbeat")
+
 _layers: weakref.WeakKeyDictionary[Any, CallLayer] = weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Reply:
-    """An answered call: the service's response, and when the answered attempt was sent."""
+    """An answered call: the service's response, when the answered attempt was sent, and
+    when its answer came."""
 
     response: Mapping[str, Any]
     sent_at: float
+    answered_at: float
 
 
 #: A call's parameters, or a function that gives them afresh for each attempt.
@@ -100,6 +105,7 @@ class CallLayer:
         self.admission = Admission(pool_size(client))
         self.latency = Latency()
         self._rates: dict[str, OperationRate] = {}
+        self._methods: dict[str, Callable[..., Any]] = {}
         self._answered_once = False
         self._checked_backend = False
         #: Heartbeats running on this layer, the reports/s they ask for together, and the
@@ -225,16 +231,19 @@ class CallLayer:
             except Exception as exc:
                 result = read_failure(exc)
             finally:
+                ended_at = anyio.current_time()
                 self.admission.leave(answered=answered)
                 if watch is not None:
-                    watch(None, anyio.current_time())
+                    watch(None, ended_at)
             if answered:
                 problem = check(response) if check is not None else None
                 if problem is None:
-                    return self._answered(operation, task_id, attempt, response, sent_at)
+                    return self._answered(
+                        operation, task_id, attempt, response, sent_at=sent_at, answered_at=ended_at
+                    )
                 result = Failure(problem)
             if scope.cancelled_caught:
-                if anyio.current_time() < scope.deadline:  # cancelled by its watcher
+                if ended_at < scope.deadline:  # cancelled by its watcher
                     return Failure("superseded by another attempt", superseded=True)
                 return Failure(
                     f"no answer within {scope.deadline - sent_at:.3g} s (the deadline)",
@@ -273,7 +282,7 @@ class CallLayer:
         rate = self._rate(operation)
         while True:
             await rate.pace(math.inf, back_of_line=True)
-            self.admission.long_calls += 1
+            self.admission.long_call(started=True)
             sent_at = anyio.current_time()
             try:
                 response = await self._send(method, params)
@@ -282,11 +291,11 @@ class CallLayer:
             except Exception as exc:
                 result = read_failure(exc)
             else:
-                rate.answered()
-                return Reply(response, sent_at)
+                answered_at = anyio.current_time()
+                rate.answered(answered_at)
+                return Reply(response, sent_at, answered_at)
             finally:
-                self.admission.long_calls -= 1
-                self.admission.queue.wake()
+                self.admission.long_call(started=False)
             if not self._throttled(operation, None, 1, result, sent_at):
                 return result
 
@@ -337,9 +346,9 @@ class CallLayer:
         self.asked_per_second -= 1 / interval
         self.needed_per_second -= 1 / lease_timeout
 
-    def report_due(self, lateness: float, threshold: float) -> None:
+    def report_due(self, now: float, lateness: float, threshold: float) -> None:
         """A scheduled report was answered (or given up) ``lateness`` seconds after its slot."""
-        self._overload.report_due(anyio.current_time(), lateness, threshold)
+        self._overload.report_due(now, lateness, threshold)
 
     def woke_late(self, lateness: float) -> None:
         """A heartbeat woke ``lateness`` seconds after its report was due: the loop lags."""
@@ -364,23 +373,25 @@ class CallLayer:
 
     def emit(self, event: Event) -> None:
         """Hand ``event`` to the global hooks, then to this layer's."""
-        for hook in (*get_hooks(), *self.hooks):
-            try:
-                hook(event)
-            except Exception:  # an observer must never break the calls it observes
-                import logging  # noqa: PLC0415 - only on a hook's failure
-
-                logging.getLogger("asyncheartbeat").exception("hook %r failed", hook)
+        for hooks in (get_hooks(), self.hooks):
+            for hook in hooks:
+                try:
+                    hook(event)
+                except Exception:  # an observer must never break the calls it observes
+                    logger.exception("hook %r failed", hook)
 
     # -- internals ----------------------------------------------------------------------------
 
     def _method(self, operation: str) -> Callable[..., Any]:
+        if (method := self._methods.get(operation)) is not None:
+            return method
         name = _snake_case(operation)
         method = getattr(self.client, name, None)
         if not callable(method):
             raise HeartbeatError(
                 f"the client has no {name} method: give an aiobotocore 'datapipeline' client"
             )
+        self._methods[operation] = method
         return method  # type: ignore[no-any-return]
 
     async def _send(self, method: Callable[..., Any], params: Mapping[str, Any]) -> Any:
@@ -408,18 +419,25 @@ class CallLayer:
             raise
 
     def _answered(
-        self, operation: str, task_id: str | None, attempt: int, response: Any, sent_at: float
+        self,
+        operation: str,
+        task_id: str | None,
+        attempt: int,
+        response: Any,
+        *,
+        sent_at: float,
+        answered_at: float,
     ) -> Reply:
-        latency = anyio.current_time() - sent_at
+        latency = answered_at - sent_at
         if self._answered_once:
             # A fresh client's first answer includes building its session: not a latency.
             self.latency.add(latency)
         else:
             self._answered_once = True
             self.admission.first_answer()
-        self._rate(operation).answered()
+        self._rates[operation].answered(answered_at)
         self.emit(Event(EventKind.ANSWERED, operation, task_id, attempt, latency=latency))
-        return Reply(response, sent_at)
+        return Reply(response, sent_at, answered_at)
 
 
 def client_config(**overrides: Any) -> Any:

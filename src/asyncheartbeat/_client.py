@@ -31,6 +31,8 @@ class Answer:
     canceled: bool
     #: The time the next regular report is counted from.
     anchor: float
+    #: When the answer came.
+    answered_at: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

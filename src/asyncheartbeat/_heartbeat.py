@@ -264,9 +264,9 @@ class Heartbeat:
                 if planned == due:
                     self._note_lateness(due)
                 result = await self._report(planned, self._lease_end)
-                now = anyio.current_time()
+                now = result.answered_at if isinstance(result, Answer) else anyio.current_time()
                 if planned == due:
-                    self._layer.report_due(now - due, timing.lateness_threshold)
+                    self._layer.report_due(now, now - due, timing.lateness_threshold)
                 if (verdict := self._verdict(result)) is not None:
                     self._record_cancel(*verdict)
                     self._body_scope.cancel(reason=f"asyncheartbeat: {self._task_cancelled()}")
@@ -374,7 +374,7 @@ class Heartbeat:
             self._answered_version = version
             self._last_answered_attempt = attempt
         self._wake_waiters()
-        return Answer(reply.sent_at, reply.response["canceled"], anchor)
+        return Answer(reply.sent_at, reply.response["canceled"], anchor, reply.answered_at)
 
     def _lease_end(self) -> float:
         """When the lease bought by the last answered report runs out."""

@@ -16,7 +16,8 @@ a throttled answer slows the whole client for that operation instead:
 - Calls wait their turn, spaced evenly at that rate, the most urgent (earliest lease end)
   first. A throttled call is not a failure: it waits for its turn again (at the back of the
   line once throttled three times in a row, so that calls a service throttles again and again
-  cannot take every turn from the others).
+  cannot take every turn from the others, unless waiting there would outlast the call's
+  deadline).
 - After `FORGET_AFTER` seconds without a throttle, the limit is dropped.
 """
 
@@ -37,6 +38,9 @@ DECREASE_FACTOR = 0.85
 #: Per answered call, the rate grows by this share of one call/s: about 5 % per second.
 INCREASE_SHARE = 0.05
 FORGET_AFTER = 300.0
+#: A call goes to the back of the line only if this many times the wait there fits before
+#: its deadline.
+BACK_OF_LINE_MARGIN = 2.0
 
 
 class OperationRate:
@@ -58,11 +62,17 @@ class OperationRate:
     async def pace(self, deadline: float, *, back_of_line: bool = False) -> bool:
         """Wait for this operation's next turn (behind everyone waiting now, with
         ``back_of_line``); False if ``deadline`` passes first."""
-        now = anyio.current_time()
-        if self.rate is not None and now - self._last_throttle > FORGET_AFTER:
-            self.rate = None
         if self.rate is None:
             return True
+        if anyio.current_time() - self._last_throttle > FORGET_AFTER:
+            self.rate = None
+            return True
+
+        if back_of_line:
+            # Behind everyone only while that wait fits before the deadline twice over (the
+            # rate may still be falling): yielding turns must not cost this call its lease.
+            wait = (len(self.queue) + 1) / self.rate
+            back_of_line = anyio.current_time() + BACK_OF_LINE_MARGIN * wait < deadline
 
         def seconds_until_free(now: float) -> float:
             return max(0.0, self._next_free - now)
@@ -91,8 +101,8 @@ class OperationRate:
         self._next_free = max(self._next_free, now + 1 / self.rate)
         return self.rate
 
-    def answered(self) -> None:
-        self._roll(anyio.current_time())
+    def answered(self, now: float) -> None:
+        self._roll(now)
         self._answered_this_second += 1
         if self.rate is not None:
             self.rate += INCREASE_SHARE

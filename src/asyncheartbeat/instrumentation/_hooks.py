@@ -16,6 +16,7 @@ class Hook(Protocol):
 
     def __call__(self, event: Event, /) -> object: ...
 
+
 _hooks: tuple[Hook, ...] = (LoggingHook(),)
 
 
