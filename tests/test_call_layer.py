@@ -157,14 +157,14 @@ async def test_the_limit_shrinks_when_the_loop_lags_but_not_for_a_slow_service()
         admission.leave(answered=True)
     assert admission.limit == MIN_LIMIT, "grows only while it holds calls back"
     admission.limit = 100.0
-    admission.loop_lag(0.5)
-    admission.loop_lag(0.5)
+    admission.loop_lag(0.5, anyio.current_time())
+    admission.loop_lag(0.5, anyio.current_time())
     assert admission.limit == 75
     await anyio.sleep(1)
-    admission.loop_lag(0.05)
+    admission.loop_lag(0.05, anyio.current_time())
     assert admission.limit == 75
     for _ in range(20):
-        admission.loop_lag(0.5)
+        admission.loop_lag(0.5, anyio.current_time())
         await anyio.sleep(1)
     assert admission.limit == MIN_LIMIT
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import math
 
-import anyio
-
 from ._queue import TurnQueue
 
 #: aiobotocore's default ``max_pool_connections``, for a client that does not say.
@@ -95,11 +93,10 @@ class Admission:
         self.limit = max(self.limit, min(self.pool, MIN_LIMIT))
         self._hand_over()
 
-    def loop_lag(self, lag: float) -> None:
-        """The event loop ran something ``lag`` seconds after it was due."""
+    def loop_lag(self, lag: float, now: float) -> None:
+        """The event loop ran something at ``now``, ``lag`` seconds after it was due."""
         if lag <= LOOP_LAG_LIMIT:
             return
-        now = anyio.current_time()
         if now - self._last_decrease < DECREASE_EVERY:
             return
         self._last_decrease = now

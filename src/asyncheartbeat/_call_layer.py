@@ -167,7 +167,9 @@ class CallLayer:
         deadline_now = deadline if callable(deadline) else lambda: deadline
         failures = 0
         last: Failure | None = None
-        while anyio.current_time() < (limit := deadline_now()):
+        limit = deadline_now()
+        # The first attempt reads no clock here: `attempt` checks the deadline as it sends.
+        while failures == 0 or anyio.current_time() < (limit := deadline_now()):
             result = await self.attempt(
                 operation, params, deadline=limit, task_id=task_id, watch=watch,
                 check=check, attempt=failures + 1,
@@ -214,11 +216,10 @@ class CallLayer:
             # A call throttled again and again waits behind the others: a service that
             # throttles some tasks' calls must not let them take every turn.
             back_of_line = throttles >= REPEATED_THROTTLES
-            no_turn = await self._wait_for_turn(operation, rate, deadline, back_of_line)
-            if no_turn is not None:
-                return no_turn
+            sent_at = await self._wait_for_turn(operation, rate, deadline, back_of_line)
+            if isinstance(sent_at, Failure):
+                return sent_at
             answered = False
-            sent_at = anyio.current_time()
             try:
                 with anyio.CancelScope(deadline=deadline) as scope:
                     payload = params() if callable(params) else params
@@ -261,8 +262,9 @@ class CallLayer:
 
     async def _wait_for_turn(
         self, operation: str, rate: OperationRate, deadline: float, back_of_line: bool
-    ) -> Failure | None:
-        """Wait for the operation's rate, then the client's capacity, to let a call go."""
+    ) -> float | Failure:
+        """Wait for the operation's rate, then the client's capacity, to let a call go;
+        return the time it may go (holding a place on the wire), or why it may not."""
         if not await rate.pace(deadline, back_of_line=back_of_line):
             return Failure(
                 f"the client's rate for {operation} left no turn before the deadline",
@@ -272,7 +274,11 @@ class CallLayer:
             return Failure(
                 "the client had no capacity for another call before the deadline", timed_out=True
             )
-        return None
+        now = anyio.current_time()
+        if now >= deadline:
+            self.admission.leave()
+            return Failure("the deadline passed before the call could be sent", timed_out=True)
+        return now
 
     async def long_call(self, operation: str, params: Mapping[str, Any]) -> Reply | Failure:
         """One call that may hold its connection for long (PollForTask's long poll): it
@@ -350,9 +356,10 @@ class CallLayer:
         """A scheduled report was answered (or given up) ``lateness`` seconds after its slot."""
         self._overload.report_due(now, lateness, threshold)
 
-    def woke_late(self, lateness: float) -> None:
-        """A heartbeat woke ``lateness`` seconds after its report was due: the loop lags."""
-        self.admission.loop_lag(lateness)
+    def woke_late(self, lateness: float, now: float) -> None:
+        """A heartbeat woke at ``now``, ``lateness`` seconds after its report was due: the
+        loop lags."""
+        self.admission.loop_lag(lateness, now)
 
     def _overloaded(self, description: str) -> None:
         self.emit(

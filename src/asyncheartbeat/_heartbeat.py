@@ -260,9 +260,9 @@ class Heartbeat:
         timing = self._timing
         try:
             while True:
-                planned = await self._sleep_until_due(due)
+                planned, woke_at = await self._sleep_until_due(due)
                 if planned == due:
-                    self._note_lateness(due)
+                    self._note_lateness(due, woke_at)
                 result = await self._report(planned, self._lease_end)
                 now = result.answered_at if isinstance(result, Answer) else anyio.current_time()
                 if planned == due:
@@ -280,8 +280,9 @@ class Heartbeat:
             self._crash = exc
             self._body_scope.cancel(reason=f"asyncheartbeat: heartbeat of {self.task_id!r} failed")
 
-    async def _sleep_until_due(self, due: float) -> float:
-        """Sleep until ``due``; return it, or the current time if a beat() wants a report now."""
+    async def _sleep_until_due(self, due: float) -> tuple[float, float]:
+        """Sleep until ``due``; return the slot the report is for (``due``, or the time it
+        woke if a beat() wants a report now) and the time it woke."""
         if self._beat_wanted_by <= self._last_answered_attempt:
             # A plain timer; beat() cancels this scope to wake the loop early. A deadline on
             # the scope would wake it by cancellation, costing an exception every report.
@@ -290,12 +291,13 @@ class Heartbeat:
                 await anyio.sleep(max(0.0, due - anyio.current_time()))
             self._sleep_scope = None
             if not scope.cancel_called:
-                return due
-        return anyio.current_time()
+                return due, anyio.current_time()
+        now = anyio.current_time()
+        return now, now
 
-    def _note_lateness(self, due: float) -> None:
-        lateness = anyio.current_time() - due
-        self._layer.woke_late(lateness)
+    def _note_lateness(self, due: float, woke_at: float) -> None:
+        lateness = woke_at - due
+        self._layer.woke_late(lateness, woke_at)
         if lateness > self._timing.lateness_threshold:
             self._layer.emit(
                 Event(
