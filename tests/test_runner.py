@@ -207,6 +207,93 @@ async def test_a_task_taken_away_under_its_handler_is_not_reported(
     assert statuses(dp, cancelled.task.task_id) == []
 
 
+@pytest.mark.parametrize(
+    ("take_away", "reason"),
+    [
+        (lambda dp, task: dp.cancel_task(task.task_id), CancelReason.REQUESTED),
+        (lambda dp, task: dp.forget_task(task.task_id), CancelReason.TASK_NOT_FOUND),
+        (
+            lambda dp, task: dp.inject(
+                Fault.error("InternalServiceError"), task_id=task.task_id, times=None
+            ),
+            CancelReason.LEASE_LOST,
+        ),
+    ],
+    ids=["cancelled", "task-reassigned", "lease-lost"],
+)
+async def test_a_task_taken_away_is_not_reported_even_if_the_handlers_cleanup_raises(
+    dp: LocalDataPipeline,
+    client: Any,
+    take_away: Callable[[LocalDataPipeline, Task], object],
+    reason: CancelReason,
+) -> None:
+    """What is reported comes from what happened to the task: a cleanup raising after the
+    heartbeat stopped the work sends no FAILED, and the event names the heartbeat's reason."""
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        try:
+            take_away(dp, task)
+            await anyio.sleep_forever()
+        finally:
+            raise RuntimeError("cleanup failed")
+
+    runner, events = make_runner(client, handle)
+    await until(runner, lambda: events.wait_for("cancelled"))
+    [cancelled] = events.of("cancelled")
+    assert cancelled.reason is reason
+    assert isinstance(cancelled.error, RuntimeError)
+    assert statuses(dp, cancelled.task.task_id) == []
+    assert not events.of("failed")
+
+
+async def test_a_malformed_task_object_fails_that_task_and_the_runner_goes_on(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """A task object without its pipelineId is reported FAILED by its taskId, one with no
+    usable taskId is only logged, and the healthy task beside them runs to the end."""
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+    release = anyio.Event()
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        await release.wait()
+
+    runner, events = make_runner(client, handle, concurrency=3)
+
+    async def scenario() -> None:
+        await events.wait_for("started")
+        bad_id = dp.add_task()  # of another worker group: its retry is not polled here
+        for body in (
+            {"taskObject": {"taskId": 123}},
+            {"taskObject": {"taskId": bad_id, "attemptId": "@a", "objects": {}}},
+        ):
+            dp.inject(Fault.answer(body), operation="PollForTask", times=1)  # fmt: skip
+        with anyio.fail_after(5):
+            await dp.wait_for_calls(lambda calls: statuses(dp, bad_id) == ["FAILED"])
+        assert dp.attempt(bad_id).error_id == "MalformedTaskObject"
+        assert "pipelineId" in (dp.attempt(bad_id).error_message or "")
+        release.set()
+        await events.wait_for("finished")
+
+    await until(runner, scenario)
+    assert [e.kind for e in events.seen] == ["started", "finished"]
+    assert dp.attempt(events.seen[0].task.task_id).status.value == "FINISHED"
+    assert runner.running == 0
+
+
+async def test_a_status_that_never_lands_is_not_called_finished(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """SetTaskStatus failing until the lease runs out: the event is "unreported", not
+    "finished"."""
+    dp.inject(Fault.error("InternalServiceError"), operation="SetTaskStatus", times=None)
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+    runner, events = make_runner(client, do_nothing)
+    await until(runner, lambda: events.wait_for("unreported"))
+    assert not events.of("finished")
+    assert dp.attempt(events.of("unreported")[0].task.task_id).status.value == "RUNNING"
+
+
 async def test_no_more_tasks_run_at_once_than_concurrency_allows(
     dp: LocalDataPipeline, client: Any
 ) -> None:

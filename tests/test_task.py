@@ -31,3 +31,26 @@ def test_the_task_view_keeps_strings_and_refs_apart() -> None:
     assert task.activity.values("input") == ["A", "B"]
     with pytest.raises(ValueError, match="no attemptId"):
         Task.from_wire({"taskId": "t", "pipelineId": "df-1"})
+
+
+GOOD = {"taskId": "t", "pipelineId": "df-1", "attemptId": "@a"}
+
+
+@pytest.mark.parametrize(
+    ("task_object", "problem"),
+    [
+        ({**GOOD, "taskId": 123}, "no taskId"),
+        ({**GOOD, "pipelineId": ""}, "no pipelineId"),
+        ({**GOOD, "objects": {"@a": {"fields": [{"stringValue": "x"}]}}}, "KeyError"),
+        ({**GOOD, "objects": {"@a": {"fields": [{"key": 5, "stringValue": "x"}]}}}, "not text"),
+        ({**GOOD, "objects": {"@a": "not an object"}}, "malformed"),
+        ({**GOOD, "objects": ["@a"]}, "malformed"),
+        (["not", "a", "mapping"], "not a JSON object"),
+    ],
+)
+def test_a_malformed_task_object_raises_value_error_naming_the_problem(
+    task_object: object, problem: str
+) -> None:
+    """Whatever is wrong with a task object, reading it raises ValueError saying what."""
+    with pytest.raises(ValueError, match=problem):
+        Task.from_wire(task_object)  # type: ignore[arg-type]

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 import anyio
 
-from ._call_layer import LONGEST_POLL, CallLayer, Reply, client_config
+from ._call_layer import ACKNOWLEDGEMENT_LIMIT, LONGEST_POLL, CallLayer, Reply, client_config
+from ._client import Failure
 from ._errors import CancelReason, HeartbeatError, TaskCancelled
 from ._fields import check_member
 from ._heartbeat import Heartbeat
@@ -24,7 +25,7 @@ from ._timing import Timing, check_seconds, jittered_backoff
 logger = logging.getLogger("asyncheartbeat.runner")
 
 Handler = Callable[[Task, Heartbeat], Awaitable[object]]
-EventKind = Literal["started", "finished", "failed", "cancelled"]
+EventKind = Literal["started", "finished", "failed", "cancelled", "unreported"]
 
 
 class TaskFailed(Exception):
@@ -43,15 +44,27 @@ class TaskFailed(Exception):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskEvent:
-    """A task started, finished, failed or was cancelled; for `TaskRunner`'s ``on_event``."""
+    """What happened to a task, for `TaskRunner`'s ``on_event``.
+
+    - ``started``: its handler was called.
+    - ``finished`` / ``failed``: the handler returned / raised, and SetTaskStatus FINISHED /
+      FAILED landed.
+    - ``cancelled``: the heartbeat stopped the work (``reason`` says why; nothing is
+      reported, the task is no longer ours), or the runner shut down (``reason`` None: the
+      service reassigns it).
+    - ``unreported``: the handler ended but its status did not land (SetTaskStatus failed
+      until the lease ran out, or was refused: ``reason`` then says why); the service times
+      the attempt out and retries it.
+    """
 
     kind: EventKind
     task: Task
     #: Seconds since the task started (0 for "started").
     duration: float
-    #: Why it was cancelled; None for a cancellation at shutdown, which the service reassigns.
+    #: Why it was cancelled, or why its status was refused; None otherwise.
     reason: CancelReason | None = None
-    #: The handler's exception for "failed"; `TaskCancelled` for a cancellation by the service.
+    #: The handler's exception ("failed", or "unreported" after one), `TaskCancelled` for a
+    #: cancellation by the heartbeat, or what the handler raised after it.
     error: BaseException | None = None
 
 
@@ -186,11 +199,17 @@ class TaskRunner:
             self._waiting = None
             if self._refusal is not None:
                 return
-            if task_object is not None:
-                quiet = 0
-                self.running += 1
+            if task_object is None:
+                continue
+            quiet = 0
+            try:
                 task = Task.from_wire(task_object)
-                tasks.start_soon(self._run_task, task, name=f"asyncheartbeat:task:{task.task_id}")
+            except ValueError as error:
+                # One bad task object is that task's failure, never the runner's.
+                tasks.start_soon(self._fail_malformed, task_object, error)
+                continue
+            self.running += 1
+            tasks.start_soon(self._run_task, task, name=f"asyncheartbeat:task:{task.task_id}")
 
     async def _poll(self) -> Mapping[str, Any] | None:
         params: dict[str, Any] = {"workerGroup": self.worker_group, "hostname": self.hostname}
@@ -220,41 +239,77 @@ class TaskRunner:
             lease_timeout=self._timing.lease_timeout,
             call_timeout=self._timing.call_timeout,
         )
+
+        def event(kind: EventKind, **details: Any) -> TaskEvent:
+            return TaskEvent(kind, task, anyio.current_time() - started, **details)
+
         try:
             try:
                 async with heartbeat:
                     await self._handler(task, heartbeat)
             except TaskCancelled as stopped:
-                # The task is no longer ours to report on.
-                duration = anyio.current_time() - started
-                self._emit(TaskEvent("cancelled", task, duration, stopped.reason, stopped))
+                self._emit(event("cancelled", reason=stopped.reason, error=stopped))
             except Exception as error:
-                await self._set_status(task, heartbeat, "FAILED", **_error_fields(error))
-                self._emit(TaskEvent("failed", task, anyio.current_time() - started, error=error))
+                if heartbeat.cancel_reason is not None:
+                    # The heartbeat stopped the work: the task is no longer ours to report,
+                    # whatever the handler's cleanup raised afterwards.
+                    self._emit(event("cancelled", reason=heartbeat.cancel_reason, error=error))
+                    return
+                refused = await self._set_status(
+                    task.task_id, "FAILED", heartbeat.last_success, **_error_fields(error)
+                )
+                self._emit(event("failed" if refused is True else "unreported",
+                                 reason=_reason(refused), error=error))  # fmt: skip
             else:
-                await self._set_status(task, heartbeat, "FINISHED")
-                self._emit(TaskEvent("finished", task, anyio.current_time() - started))
+                refused = await self._set_status(task.task_id, "FINISHED", heartbeat.last_success)
+                self._emit(event("finished" if refused is True else "unreported",
+                                 reason=_reason(refused)))  # fmt: skip
         except anyio.get_cancelled_exc_class():
-            self._emit(TaskEvent("cancelled", task, anyio.current_time() - started))
+            self._emit(event("cancelled"))
             raise
         finally:
             self.running -= 1
             self._slots.release()
 
+    async def _fail_malformed(self, task_object: object, error: ValueError) -> None:
+        """Report a task whose object could not be read FAILED, if it has a usable taskId."""
+        try:
+            task_id = task_object.get("taskId") if isinstance(task_object, Mapping) else None
+            if not isinstance(task_id, str) or member_shape("SetTaskStatusInput", "taskId").problem(
+                task_id
+            ):
+                logger.error(
+                    "PollForTask handed out a malformed task with no usable taskId, not "
+                    "reported: %s", error, extra={"task_id": None},
+                )  # fmt: skip
+                return
+            logger.error(
+                "task %r from PollForTask is malformed, reporting it FAILED: %s",
+                task_id, error, extra={"task_id": task_id},
+            )  # fmt: skip
+            await self._set_status(
+                task_id, "FAILED", None, errorId="MalformedTaskObject",
+                errorMessage=_fit(str(error), "errorMessage"),
+            )  # fmt: skip
+        finally:
+            self._slots.release()
+
     async def _set_status(
-        self, task: Task, heartbeat: Heartbeat, status: str, **error_fields: str
-    ) -> bool:
+        self, task_id: str, status: str, since: float | None, **error_fields: str
+    ) -> Literal[True] | Failure:
         """SetTaskStatus, retried on transient failures for as long as the task is ours: until
-        the lease its last answered report bought runs out."""
-        since = heartbeat.last_success
-        give_up_at = (since if since is not None else anyio.current_time()) + (
-            self._timing.lease_timeout
-        )
+        the lease bought by the report sent at ``since`` (or the task's acknowledgement
+        window, for a task never reported) runs out. True once it landed, else the failure."""
+        now = anyio.current_time()
+        if since is None:
+            give_up_at = now + min(self._timing.lease_timeout, ACKNOWLEDGEMENT_LIMIT)
+        else:
+            give_up_at = since + self._timing.lease_timeout
         result = await self.layer.call(
             "SetTaskStatus",
-            {"taskId": task.task_id, "taskStatus": status, **error_fields},
+            {"taskId": task_id, "taskStatus": status, **error_fields},
             deadline=give_up_at,
-            task_id=task.task_id,
+            task_id=task_id,
             backoff_start=self._timing.backoff_start,
             backoff_cap=self._timing.interval,
         )
@@ -262,23 +317,26 @@ class TaskRunner:
             return True
         if result.reason is not None:
             logger.warning(
-                "SetTaskStatus %s for task %r refused: %s", status, task.task_id, result.description
+                "SetTaskStatus %s for task %r refused: %s", status, task_id, result.description
             )
         else:
             logger.error(
                 "SetTaskStatus %s for task %r failed, giving up: %s",
-                status, task.task_id, result.description,
+                status, task_id, result.description,
             )  # fmt: skip
-        return False
+        return result
 
     def _emit(self, event: TaskEvent) -> None:
-        level = logging.WARNING if event.kind == "failed" else logging.INFO
+        level = logging.WARNING if event.kind in ("failed", "unreported") else logging.INFO
         how = {
             "started": f"started (pipeline {event.task.pipeline_id}, {event.task.attempt_id})",
             "finished": f"finished in {event.duration:.1f} s",
             "failed": f"failed after {event.duration:.1f} s: {event.error!r}",
             "cancelled": f"cancelled after {event.duration:.1f} s: "
             + (event.reason.value if event.reason else "runner shutting down, left to reassign"),
+            "unreported": f"ended after {event.duration:.1f} s, but its status was not "
+            f"reported ({event.reason.value if event.reason else 'SetTaskStatus failed'}): "
+            f"the service will time the attempt out",
         }[event.kind]
         logger.log(level, "task %r %s", event.task.task_id, how)
         if self._on_event is not None:
@@ -319,6 +377,10 @@ def _check_read_timeout(client: Any) -> None:
             f"the client's read_timeout ({read_timeout:g} s) would cut PollForTask's long poll "
             f"(up to {LONGEST_POLL:g} s): create it with config=TaskRunner.client_config()"
         )
+
+
+def _reason(outcome: Literal[True] | Failure) -> CancelReason | None:
+    return None if outcome is True else outcome.reason
 
 
 def _error_fields(error: Exception) -> dict[str, str]:

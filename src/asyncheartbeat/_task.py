@@ -30,9 +30,12 @@ class PipelineObject:
     @classmethod
     def from_wire(cls, wire: Mapping[str, Any]) -> PipelineObject:
         fields: list[tuple[str, str, str]] = []
-        for field in wire.get("fields", []):
+        for field in wire.get("fields") or []:
             kind = "refValue" if "refValue" in field else "stringValue"
-            fields.append((field["key"], kind, field.get(kind, "")))
+            key, value = field["key"], field.get(kind, "")
+            if not (isinstance(key, str) and isinstance(value, str)):
+                raise ValueError(f"object {wire['id']!r} has a field that is not text: {field!r}")  # noqa: TRY004
+            fields.append((key, kind, value))
         return cls(
             id=wire["id"],
             name=wire.get("name", wire["id"]),
@@ -65,18 +68,31 @@ class Task:
 
     @classmethod
     def from_wire(cls, task_object: Mapping[str, Any]) -> Task:
-        """Read PollForTask's ``taskObject``; a missing id raises ValueError naming it."""
+        """Read PollForTask's ``taskObject``; anything malformed raises ValueError naming it."""
+        # A malformed answer, not a caller passing the wrong type: hence ValueError throughout.
+        if not isinstance(task_object, Mapping):
+            raise ValueError(f"the task object is not a JSON object: {task_object!r}")  # noqa: TRY004
         for key in ("taskId", "pipelineId", "attemptId"):
-            if not isinstance(task_object.get(key), str):
-                # A malformed answer, not a caller passing the wrong type: hence ValueError.
-                raise ValueError(f"the task object has no {key}: {dict(task_object)!r}")  # noqa: TRY004
-        objects = {
-            object_id: PipelineObject.from_wire({"id": object_id, **wire})
-            for object_id, wire in (task_object.get("objects") or {}).items()
-        }
+            if not isinstance(task_object.get(key), str) or not task_object[key]:
+                raise ValueError(f"the task object has no {key}: {_preview(task_object)}")
+        try:
+            objects = {
+                object_id: PipelineObject.from_wire({"id": object_id, **wire})
+                for object_id, wire in (task_object.get("objects") or {}).items()
+            }
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            raise ValueError(
+                f"the task object's pipeline objects are malformed ({type(error).__name__}: "
+                f"{error}): {_preview(task_object)}"
+            ) from error
         return cls(
             task_id=task_object["taskId"],
             pipeline_id=task_object["pipelineId"],
             attempt_id=task_object["attemptId"],
             objects=MappingProxyType(objects),
         )
+
+
+def _preview(value: object, limit: int = 300) -> str:
+    text = repr(dict(value) if isinstance(value, Mapping) else value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -14,6 +14,7 @@ class FaultKind(enum.StrEnum):
     DROP = "drop"
     DELAY = "delay"
     MALFORMED = "malformed"
+    ANSWER = "answer"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -25,6 +26,8 @@ class Fault:
     status: int = 400
     message: str = ""
     seconds: float = 0.0
+    #: The JSON object an ``answer`` fault sends instead of the service's answer.
+    body: dict[str, Any] | None = None
 
     @classmethod
     def error(cls, code: str, *, status: int | None = None, message: str = "") -> Fault:
@@ -59,6 +62,14 @@ class Fault:
     def malformed(cls) -> Fault:
         """Answer 200 with a body that is not JSON."""
         return cls(FaultKind.MALFORMED)
+
+    @classmethod
+    def answer(cls, body: dict[str, Any]) -> Fault:
+        """Answer 200 with ``body`` (a JSON object) instead of what the service would say: a
+        task object missing its ids, a ``canceled`` that is not a boolean, and so on."""
+        if not isinstance(body, dict):
+            raise TypeError(f"an answer fault needs a dict body, not {type(body).__name__}")
+        return cls(FaultKind.ANSWER, body=body)
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "kind": self.kind.value}

@@ -41,7 +41,7 @@ class Call:
     #: anyio clock time of arrival.
     received_at: float
     #: What the server did: "answered", "delay" (answered late), "error:<Code>", "hang",
-    #: "drop", "malformed".
+    #: "drop", "malformed", "answer".
     outcome: str
 
     @property
@@ -342,6 +342,9 @@ class LocalDataPipeline:
             return web.Response(status=503)  # never sent: the connection is gone
         if fault.kind is FaultKind.MALFORMED:
             return web.Response(status=200, body=b"{not json", content_type=CONTENT_TYPE)
+        if fault.kind is FaultKind.ANSWER:
+            assert fault.body is not None
+            return _json_response(200, fault.body)
         # HANG waits until the server stops; DELAY as long as it says.
         with anyio.move_on_after(fault.seconds if fault.kind is FaultKind.DELAY else None):
             await self._stopping.wait()
