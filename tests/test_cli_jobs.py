@@ -122,6 +122,52 @@ async def test_run_kills_a_command_that_ignores_sigterm(dp: LocalDataPipeline) -
             await anyio.sleep(0.01)
 
 
+async def test_run_leaves_no_process_of_the_commands_group_behind(dp: LocalDataPipeline) -> None:
+    """A command that exits 0 but leaves `sleep 60 &` behind: the sleep is stopped too."""
+    task_id = dp.add_task()
+    script = "sleep 60 & echo $$; exit 0"
+    process = await start(command(dp, "run", "--task-id", task_id, *FAST, "--grace", "0.3",
+                                  "--", "sh", "-c", script))  # fmt: skip
+    status, out, err = await finish(process)
+    assert status == 0, err
+    with anyio.fail_after(2):
+        while group_alive(int(out)):  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+
+
+async def test_run_keeps_reporting_while_its_own_reader_stops_reading(
+    dp: LocalDataPipeline,
+) -> None:
+    """The command prints 1 MB while nobody reads `run`'s output: the reports go on (its
+    output path never blocks the event loop), and every byte arrives once it is read."""
+    task_id = dp.add_task()
+    script = (
+        "import sys, time; sys.stdout.write(('x' * 99 + '\\n') * 10_000); sys.stdout.flush();"
+        " time.sleep(1); print('done')"
+    )
+    process = await start(command(dp, "run", "--task-id", task_id, *FAST,
+                                  "--", sys.executable, "-c", script))  # fmt: skip
+    with anyio.fail_after(10):
+        await dp.wait_for_reports(task_id, 1)
+        reports_before = len(dp.reports(task_id))
+        await dp.wait_for_reports(task_id, reports_before + 5)  # while nobody reads
+    status, out, err = await finish(process)
+    assert status == 0, err
+    assert out == "x" * 99 + "\n" * 0 + ("\n" + "x" * 99) * 9_999 + "\ndone\n"
+
+
+async def test_a_line_longer_than_the_limit_passes_through_unread(dp: LocalDataPipeline) -> None:
+    """A field line longer than the limit is shown, not read for a field; lines after it are."""
+    task_id = dp.add_task()
+    long_value = "y" * 100_000
+    script = f'printf "asyncheartbeat: big={long_value}\\n"; echo "asyncheartbeat: small=1"'
+    process = await start(command(dp, "run", "--task-id", task_id, *FAST, "--", "sh", "-c", script))
+    status, out, err = await finish(process)
+    assert status == 0, err
+    assert out == f"asyncheartbeat: big={long_value}\n", err
+    assert dp.attempt(task_id).fields == {"small": "1"}
+
+
 def group_alive(pgid: int) -> bool:
     """Whether a process of group ``pgid``, not a zombie, still runs (Linux /proc)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):

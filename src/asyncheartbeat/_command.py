@@ -12,10 +12,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import IO
 
 import anyio
 import anyio.abc
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ._errors import CancelReason, HeartbeatError
 from ._heartbeat import Heartbeat
@@ -25,6 +28,15 @@ from ._task import Task
 FIELD_LINE = re.compile(r"asyncheartbeat: ([^=\s]+)=(.*)")
 #: How long, after the command ended, what it printed is still read.
 OUTPUT_DRAIN = 1.0
+#: After SIGKILL, how long the rest of the command's process group is waited for.
+GROUP_GONE_AFTER_KILL = 5.0
+#: How often a process group is looked at while it is waited for.
+GROUP_POLL = 0.05
+#: The longest line of the command's output read for a progress field; a longer one passes
+#: through in pieces, unread.
+MAX_LINE = 64 * 1024
+#: Chunks of the command's output held while our own reader does not read.
+OUTPUT_BUFFER = 64
 #: How much of the end of the command's standard error a failed task carries.
 STDERR_TAIL = 4096
 
@@ -83,9 +95,12 @@ async def run_command(
         with readers:
             async with anyio.create_task_group() as tg:
                 assert process.stdout is not None
-                tg.start_soon(_read_fields, process.stdout, heartbeat, output or sys.stdout.buffer)
+                shown = _pass_through(tg, output or sys.stdout.buffer)
+                tg.start_soon(_read_fields, process.stdout, heartbeat, shown)
                 if process.stderr is not None:
-                    tg.start_soon(_keep_tail, process.stderr, tail)
+                    tg.start_soon(
+                        _keep_tail, process.stderr, tail, _pass_through(tg, sys.stderr.buffer)
+                    )
         readers_done.set()
 
     try:
@@ -93,12 +108,11 @@ async def run_command(
             tg.start_soon(read_output)
             try:
                 await process.wait()
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await _stop(process, grace)
-                raise
             finally:
+                # Cancelled, or ended by itself: what is left of its group goes too, so
+                # that a child it left behind (`sleep 60 &`) does not outlive the task.
                 with anyio.CancelScope(shield=True):
+                    await _stop_group(process, grace)
                     with anyio.move_on_after(OUTPUT_DRAIN):
                         await readers_done.wait()
                     readers.cancel()  # a child that escaped the group holds the pipes open
@@ -111,51 +125,132 @@ async def run_command(
     return CommandResult(128 - code if code < 0 else code, stderr)
 
 
-async def _stop(process: anyio.abc.Process, grace: float) -> None:
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
-        if process.returncode is not None:
+async def _stop_group(process: anyio.abc.Process, grace: float) -> None:
+    """SIGTERM the command's process group, then SIGKILL it after ``grace`` seconds, until
+    none of it runs (the command itself, and any child it left in the group)."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, GROUP_GONE_AFTER_KILL)):
+        if not _group_runs(process):
             return
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
             return
-        with anyio.move_on_after(wait if wait is not None else float("inf")):
-            await process.wait()
+        with anyio.move_on_after(wait):
+            if process.returncode is None:
+                await process.wait()
+            # No event says when the rest of the group is gone (init reaps it): look.
+            while _group_runs(process):  # noqa: ASYNC110
+                await anyio.sleep(GROUP_POLL)
 
 
-async def _read_fields(stream: anyio.abc.ByteReceiveStream, hb: Heartbeat, out: IO[bytes]) -> None:
-    pending = b""
-    async for chunk in stream:
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            _handle_line(line, hb, out)
-    if pending:
-        _handle_line(pending, hb, out)
+def _group_runs(process: anyio.abc.Process) -> bool:
+    """Whether any process of the command's group runs (zombies, whose reaping is not ours
+    to wait for, do not count)."""
+    if process.returncode is None:
+        return True
+    pgid = process.pid
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: the group exists, zombie or not
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
 
 
-def _handle_line(line: bytes, hb: Heartbeat, out: IO[bytes]) -> None:
+def _pass_through(tg: anyio.abc.TaskGroup, out: IO[bytes]) -> MemoryObjectSendStream[bytes]:
+    """A stream whose chunks are written to ``out`` from a worker thread, in order.
+
+    A reader of ours that stops reading then blocks neither the event loop nor the
+    heartbeat: the chunks wait (up to `OUTPUT_BUFFER`), then reading the command's output
+    waits, and the command blocks on its own pipe, as it would writing to a terminal.
+    """
+    send, receive = anyio.create_memory_object_stream[bytes](OUTPUT_BUFFER)
+
+    async def write_all() -> None:
+        with receive:
+            async for data in receive:
+                await anyio.to_thread.run_sync(_write, out, data, abandon_on_cancel=True)
+
+    tg.start_soon(write_all)
+    return send
+
+
+def _write(out: IO[bytes], data: bytes) -> None:
+    out.write(data)
+    out.flush()
+
+
+async def _read_fields(
+    stream: anyio.abc.ByteReceiveStream, hb: Heartbeat, shown: MemoryObjectSendStream[bytes]
+) -> None:
+    """Set a field for each `FIELD_LINE`, pass the other lines on to ``shown``. A line
+    longer than `MAX_LINE` passes on in pieces, and is not read for a field."""
+    with shown:
+        pending = bytearray()  # the start of a line, up to MAX_LINE
+        in_long_line = False
+        async for chunk in stream:
+            pieces: list[bytes | bytearray] = []
+            *lines, rest = chunk.split(b"\n")
+            for line in lines:
+                if in_long_line or len(pending) + len(line) > MAX_LINE:
+                    pieces += (pending, line, b"\n")
+                    in_long_line = False
+                elif (text := _field_or_text(bytes(pending + line), hb)) is not None:
+                    pieces.append(text)
+                pending = bytearray()
+            if in_long_line:
+                pieces.append(rest)
+            else:
+                pending += rest
+                if len(pending) > MAX_LINE:
+                    pieces.append(pending)
+                    pending = bytearray()
+                    in_long_line = True
+            if pieces:
+                await shown.send(b"".join(pieces))
+        if pending and (text := _field_or_text(bytes(pending), hb)) is not None:
+            await shown.send(text)
+        elif in_long_line:
+            await shown.send(b"\n")
+
+
+def _field_or_text(line: bytes, hb: Heartbeat) -> bytes | None:
+    """Set the field ``line`` names, or return the line to show."""
     match = FIELD_LINE.fullmatch(line.decode(errors="replace").rstrip("\r"))
     if match is None:
-        out.write(line + b"\n")
-        out.flush()
-        return
+        return line + b"\n"
     key, value = match.groups()
     try:
         hb.set_field(key, value)
     except (ValueError, HeartbeatError) as problem:
         print(f"asyncheartbeat: field {key!r} not set: {problem}", file=sys.stderr, flush=True)
+    return None
 
 
-async def _keep_tail(stream: anyio.abc.ByteReceiveStream, tail: collections.deque[bytes]) -> None:
-    kept = 0
-    async for chunk in stream:
-        sys.stderr.buffer.write(chunk)
-        sys.stderr.buffer.flush()
-        tail.append(chunk)
-        kept += len(chunk)
-        while kept - len(tail[0]) >= STDERR_TAIL:
-            kept -= len(tail.popleft())
+async def _keep_tail(
+    stream: anyio.abc.ByteReceiveStream,
+    tail: collections.deque[bytes],
+    shown: MemoryObjectSendStream[bytes],
+) -> None:
+    with shown:
+        kept = 0
+        async for chunk in stream:
+            await shown.send(chunk)
+            tail.append(chunk)
+            kept += len(chunk)
+            while kept - len(tail[0]) >= STDERR_TAIL:
+                kept -= len(tail.popleft())
 
 
 def task_environment(task: Task) -> dict[str, str]:
