@@ -5,9 +5,11 @@ local Data Pipeline (``emulator``)."""
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._admission import DEFAULT_POOL
 from ._command import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
@@ -25,11 +28,15 @@ from ._command import (
     run_command,
     task_environment,
 )
-from ._errors import HeartbeatError, TaskCancelled
-from ._fields import check_field
+from ._errors import CancelReason, HeartbeatError, TaskCancelled
+from ._fields import check_field, check_member
 from ._heartbeat import Heartbeat
-from ._runner import TaskFailed, TaskRunner
+from ._runner import TaskEvent, TaskFailed, TaskRunner
 from ._task import Task
+from ._timing import Timing
+
+#: The exit status of a command line that cannot work, as argparse gives it.
+EXIT_USAGE = 2
 
 if TYPE_CHECKING:
     from .testing import RateLimit
@@ -133,21 +140,35 @@ def _add_common(command: argparse.ArgumentParser) -> None:
     command.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
 
-EXIT_CODES = """exit status:
-  CMD's own status       CMD ran to its end (128+N if signal N ended it)
-  121                    the service cancelled the task (canceled: true)
-  122                    the task or its pipeline is gone (reassigned, deleted)
-  123                    the lease was lost: no report got through for --lease-timeout
-  124                    the service refused the reports (credentials, permissions)
-  125                    asyncheartbeat itself failed
-  126, 127               CMD is not executable, or not found
-  130, 143               interrupted by SIGINT or SIGTERM
-"""
+#: What `run` exits with: the one table behind ``--help`` and the docs (a test compares them).
+EXIT_STATUSES: tuple[tuple[str, str], ...] = (
+    ("the command's own", "it ran to its end (128 + N if signal N ended it, as shells say)"),
+    (f"{EXIT_STATUS[CancelReason.REQUESTED]}", "the service cancelled the task (`canceled: true`)"),
+    (f"{EXIT_STATUS[CancelReason.TASK_NOT_FOUND]}",
+     "the task or its pipeline is gone (reassigned, deleted)"),
+    (f"{EXIT_STATUS[CancelReason.LEASE_LOST]}",
+     "the lease was lost: no report got through for `--lease-timeout`"),
+    (f"{EXIT_STATUS[CancelReason.REJECTED]}",
+     "the service refused the reports (credentials, permissions)"),
+    (f"{EXIT_OWN_FAILURE}", "`asyncheartbeat` itself failed (no region, an unreachable "
+     "endpoint, a first report never answered …)"),
+    (f"{EXIT_NOT_EXECUTABLE}, {EXIT_NOT_FOUND}", "the command is not executable, or not found"),
+    ("130, 143", "interrupted by SIGINT or SIGTERM"),
+    (f"{EXIT_USAGE}", "a usage error (a bad option or task id, no command …)"),
+)  # fmt: skip
+EXIT_CODES = "exit status:\n" + "".join(
+    f"  {status:<22} {meaning.replace('`', '')}\n" for status, meaning in EXIT_STATUSES
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asyncheartbeat", description="Keep AWS Data Pipeline tasks alive; test them locally."
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {importlib.metadata.version('asyncheartbeat')}",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
@@ -256,14 +277,14 @@ def _emulator_rate_limits(args: argparse.Namespace) -> bool | dict[str, RateLimi
 
 
 @asynccontextmanager
-async def _client(args: argparse.Namespace) -> AsyncIterator[Any]:
+async def _client(args: argparse.Namespace, *, pool: int = DEFAULT_POOL) -> AsyncIterator[Any]:
     from aiobotocore.session import get_session  # noqa: PLC0415 - only where a client is made
 
     async with get_session().create_client(
         "datapipeline",
         region_name=args.region,
         endpoint_url=args.endpoint_url,
-        config=TaskRunner.client_config(),
+        config=TaskRunner.client_config(max_pool_connections=pool),
     ) as client:
         yield client
 
@@ -291,22 +312,35 @@ async def _run(args: argparse.Namespace) -> int:
 
 async def _run_under_heartbeat(client: Any, args: argparse.Namespace) -> int:
     """``args.cmd`` under task ``args.task_id``'s heartbeat; its exit status as documented."""
+    task = f"task {args.task_id!r}"
+    heartbeat = Heartbeat(
+        client,
+        args.task_id,
+        interval=args.interval,
+        lease_timeout=args.lease_timeout,
+        fields=args.field,
+    )
+    command_started = False
     try:
-        async with Heartbeat(
-            client,
-            args.task_id,
-            interval=args.interval,
-            lease_timeout=args.lease_timeout,
-            fields=args.field,
-        ) as hb:
-            _status(f"task {args.task_id}: running {' '.join(args.cmd)}")
+        async with heartbeat as hb:
+            _status(f"{task}: running {shlex.join(args.cmd)}")
+            command_started = True
             result = await run_command(args.cmd, hb, grace=args.grace)
     except TaskCancelled as stopped:
-        _status(f"task {args.task_id}: {stopped.reason.value}, command stopped")
+        if stopped.reason is CancelReason.LEASE_LOST and heartbeat.beats == 0:
+            # Never acknowledged: the task was never ours, and the cause is on this side.
+            _status(f"{task}: the service never answered the first report: {stopped.detail}")
+            return EXIT_OWN_FAILURE
+        what = "command stopped" if command_started else "command not started"
+        _status(f"{task}: {stopped.reason.value}, {what}: {stopped.detail}")
         return EXIT_STATUS[stopped.reason]
     except OSError as error:
         return _cannot_start(args.cmd[0], error)
-    _status(f"task {args.task_id}: command exited with status {result.status}")
+    except anyio.get_cancelled_exc_class():
+        if command_started:
+            _status(f"{task}: interrupted, command stopped")
+        raise
+    _status(f"{task}: command exited with status {result.status}")
     return result.status
 
 
@@ -335,7 +369,14 @@ async def _worker(args: argparse.Namespace) -> int:
                 stack_trace=result.stderr_tail or None,
             )
 
-    async with _client(args) as client:
+    cut_short = False
+
+    def note(event: TaskEvent) -> None:
+        nonlocal cut_short
+        cut_short |= event.kind == "cancelled" and event.reason is None
+
+    # A long poll holds one connection: the tasks' reports need the others.
+    async with _client(args, pool=max(DEFAULT_POOL, args.concurrency + 2)) as client:
         runner = TaskRunner(
             client,
             worker_group=args.worker_group,
@@ -344,6 +385,7 @@ async def _worker(args: argparse.Namespace) -> int:
             interval=args.interval,
             lease_timeout=args.lease_timeout,
             shutdown_grace=args.shutdown_grace,
+            on_event=note,
         )
         async with anyio.create_task_group() as tg:
 
@@ -353,6 +395,8 @@ async def _worker(args: argparse.Namespace) -> int:
                 runner.stop()
 
             def abort(signum: int) -> None:
+                nonlocal cut_short
+                cut_short = True
                 _status("stopping now")
                 tg.cancel_scope.cancel()
 
@@ -360,11 +404,11 @@ async def _worker(args: argparse.Namespace) -> int:
             status = 0
             try:
                 await runner.run()
-            except HeartbeatError as error:
-                _status(str(error))
+            except HeartbeatError:  # the runner has logged why
                 status = EXIT_OWN_FAILURE
             tg.cancel_scope.cancel()
-    return 128 + interrupted[0] if interrupted else status
+    # A shutdown that let every task finish and be reported is a clean exit.
+    return 128 + interrupted[0] if interrupted and cut_short else status
 
 
 def _status(line: str) -> None:
@@ -388,13 +432,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.cmd = args.cmd[1:]
     if not args.cmd:
         parser.error(f"{args.command} needs a command to run: ... -- CMD [ARGS...]")
+    try:
+        _check_options(args)
+    except (TypeError, ValueError) as problem:
+        parser.error(str(problem))
     _log_to_stderr()
     try:
         status: int = anyio.run(_run if args.command == "run" else _worker, args)
-    except Exception as error:  # no region, no credentials, a bad option …
-        _status(f"failed: {type(error).__name__}: {error}")
+    except Exception as error:  # no region, no credentials …
+        _status(f"failed: {_one_line(error)}")
         return EXIT_OWN_FAILURE
     return status
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse, naming the option, what parses but cannot work."""
+    try:
+        Timing.check(args.interval, args.lease_timeout, None)
+    except ValueError as problem:
+        text = str(problem).replace("lease_timeout", "--lease-timeout")
+        raise ValueError(text.replace("than interval", "than --interval")) from None
+    if args.command == "run":
+        check_member("ReportTaskProgressInput", "taskId", args.task_id, name="--task-id")
+    elif not args.worker_group:
+        raise ValueError("--worker-group must not be empty: PollForTask matches it exactly")
+    else:
+        check_member("PollForTaskInput", "workerGroup", args.worker_group, name="--worker-group")
+
+
+def _one_line(error: BaseException) -> str:
+    """``error`` as one readable line: the one error inside a group, its type and message."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return " ".join(f"{type(error).__name__}: {error}".split())
 
 
 def _serve(args: argparse.Namespace) -> int:

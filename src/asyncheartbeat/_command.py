@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import logging
 import os
 import re
 import signal
@@ -23,6 +24,8 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ._errors import CancelReason, HeartbeatError
 from ._heartbeat import Heartbeat
 from ._task import Task
+
+logger = logging.getLogger("asyncheartbeat")
 
 #: A line of the command's standard output that sets a progress field instead of being shown.
 FIELD_LINE = re.compile(r"asyncheartbeat: ([^=\s]+)=(.*)")
@@ -131,6 +134,11 @@ async def _stop_group(process: anyio.abc.Process, grace: float) -> None:
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, GROUP_GONE_AFTER_KILL)):
         if not _group_runs(process):
             return
+        if sig is signal.SIGKILL:
+            logger.warning(
+                "the command's process group %d still runs %g s after SIGTERM: SIGKILL",
+                process.pid, grace,
+            )  # fmt: skip
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:

@@ -171,8 +171,8 @@ class TaskRunner:
                 await self._poll_until_stopped(tasks)
                 if self.running:
                     logger.info(
-                        "stopping: %d running tasks get %g s to finish",
-                        self.running, self.shutdown_grace,
+                        "stopping: %d running %s %g s to finish", self.running,
+                        "task gets" if self.running == 1 else "tasks get", self.shutdown_grace,
                     )  # fmt: skip
                 tasks.cancel_scope.deadline = anyio.current_time() + self.shutdown_grace
             runner.cancel_scope.cancel()
@@ -255,15 +255,15 @@ class TaskRunner:
                     # whatever the handler's cleanup raised afterwards.
                     self._emit(event("cancelled", reason=heartbeat.cancel_reason, error=error))
                     return
-                refused = await self._set_status(
+                outcome = await self._set_status(
                     task.task_id, "FAILED", heartbeat.last_success, **_error_fields(error)
                 )
-                self._emit(event("failed" if refused is True else "unreported",
-                                 reason=_reason(refused), error=error))  # fmt: skip
+                self._emit(event("failed" if outcome is True else "unreported",
+                                 reason=_reason(outcome), error=error))  # fmt: skip
             else:
-                refused = await self._set_status(task.task_id, "FINISHED", heartbeat.last_success)
-                self._emit(event("finished" if refused is True else "unreported",
-                                 reason=_reason(refused)))  # fmt: skip
+                outcome = await self._set_status(task.task_id, "FINISHED", heartbeat.last_success)
+                self._emit(event("finished" if outcome is True else "unreported",
+                                 reason=_reason(outcome)))  # fmt: skip
         except anyio.get_cancelled_exc_class():
             self._emit(event("cancelled"))
             raise
