@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -42,12 +43,70 @@ async def test_a_heartbeat_against_an_emulator_process() -> None:
 
 
 def still_running(pid: int) -> bool:
-    """Whether ``pid`` still runs (signal 0 asks without touching it)."""
+    """Whether ``pid`` still runs: it exists (signal 0 asks without touching it) and is not
+    a zombie waiting for whoever adopted it to reap it."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    return True
+    return state != "Z"
+
+
+@pytest.mark.asyncio
+async def test_an_emulator_process_answers_the_same_queries_as_local_data_pipeline() -> None:
+    """reports, wait_for_reports and wait_for_calls, awaited, wait on what arrives."""
+    async with EmulatorProcess() as dp:
+        task_id = await dp.add_task()
+        async with (
+            make_client(dp) as client,
+            Heartbeat(client, task_id, interval=0.05, lease_timeout=1),
+        ):
+            with anyio.fail_after(5):
+                reports = await dp.wait_for_reports(task_id, 3)
+        assert len(reports) >= 3
+        assert all(r.operation == "ReportTaskProgress" for r in reports)
+        assert len(await dp.reports(task_id)) >= len(reports)
+        calls = await dp.wait_for_calls(lambda calls: len(calls) >= 3)
+        assert calls[0].task_id == task_id
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_an_emulator_process_works_on_trio() -> None:
+    """Its moves and queries speak plain HTTP over anyio: trio works as asyncio does."""
+    async with EmulatorProcess() as dp:
+        task_id = await dp.add_task()
+        await dp.cancel_task(task_id)
+        fields = {f["key"]: f.get("stringValue") for f in (await dp.attempt(task_id))["fields"]}
+        assert fields["@status"] == "CANCELED"
+        assert await dp.reports(task_id) == []
+        pid = dp.pid
+    assert not still_running(pid)
+
+
+@pytest.mark.asyncio
+async def test_an_emulator_process_dies_with_the_process_that_started_it() -> None:
+    """A parent killed with SIGKILL (no cleanup runs) does not leave its emulator behind."""
+    parent_code = (
+        "import anyio, sys\n"
+        "from asyncheartbeat.testing import EmulatorProcess\n"
+        "async def main():\n"
+        "    async with EmulatorProcess() as dp:\n"
+        "        print(dp.pid, flush=True)\n"
+        "        await anyio.sleep_forever()\n"
+        "anyio.run(main)\n"
+    )
+    async with await anyio.open_process([sys.executable, "-c", parent_code]) as parent:
+        assert parent.stdout is not None
+        with anyio.fail_after(30):
+            child = int(await parent.stdout.receive())
+        parent.kill()
+        await parent.wait()
+    with anyio.fail_after(10):
+        # No event tells this process when another's orphan has gone: look until it has.
+        while still_running(child):  # noqa: ASYNC110
+            await anyio.sleep(0.02)
 
 
 @pytest.mark.asyncio

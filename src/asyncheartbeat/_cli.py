@@ -232,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not keep every call in memory (for long load runs)",
     )  # fmt: skip
     emulator.add_argument(
+        "--stop-when-stdin-closes", action="store_true",
+        help="stop when standard input closes, so that the emulator dies with the process "
+        "that started it (EmulatorProcess uses this)",
+    )  # fmt: skip
+    emulator.add_argument(
         "--rate-limits", action="store_true",
         help="answer ThrottlingException beyond the service's documented call limits",
     )  # fmt: skip
@@ -247,6 +252,21 @@ def build_parser() -> argparse.ArgumentParser:
 async def _serve_emulator(args: argparse.Namespace) -> None:
     from asyncheartbeat.testing import LocalDataPipeline  # noqa: PLC0415 - aiohttp only here
 
+    async def stop_on(signals: AsyncIterator[int], stop: anyio.CancelScope) -> None:
+        async for _ in signals:
+            break
+        stop.cancel()
+
+    async def stop_when_stdin_closes(stop: anyio.CancelScope) -> None:
+        # Whoever holds the other end of our standard input started us: when it closes
+        # (it exited, or was killed), we go too, instead of being left to init.
+        fd = sys.stdin.fileno()
+        while True:
+            await anyio.wait_readable(fd)
+            if not os.read(fd, 4096):
+                break
+        stop.cancel()
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with LocalDataPipeline(
             host=args.host,
@@ -261,8 +281,10 @@ async def _serve_emulator(args: argparse.Namespace) -> None:
             # The URL alone on the first line, for scripts: url=$(asyncheartbeat emulator | head -1)
             print(dp.url, flush=True)
             print("local Data Pipeline serving; Ctrl-C stops it", file=sys.stderr, flush=True)
-            async for _ in signals:
-                break
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stop_on, signals, tg.cancel_scope)
+                if args.stop_when_stdin_closes:
+                    tg.start_soon(stop_when_stdin_closes, tg.cancel_scope)
 
 
 def _emulator_rate_limits(args: argparse.Namespace) -> bool | dict[str, RateLimit]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
 import sys
+import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import anyio
 import anyio.abc
 
@@ -19,13 +22,18 @@ from ._service import Timeouts
 START_TIMEOUT = 30.0
 #: How long it may take to stop after SIGTERM before it is killed.
 STOP_TIMEOUT = 10.0
+#: The longest one control call waits for new calls, before it asks again.
+LONG_POLL = 10.0
 
 
 class EmulatorProcess:
     """``async with EmulatorProcess() as dp``: `LocalDataPipeline` in another process.
 
-    It runs ``python -m asyncheartbeat emulator`` and offers the same moves, awaited, over
-    the emulator's control endpoint. Use it for benchmarks and soak runs.
+    It runs ``python -m asyncheartbeat emulator`` and offers the same moves and queries,
+    awaited, over the emulator's control endpoint, on asyncio and trio alike. The child
+    stops when this process does, even when this one is killed: it stops when its standard
+    input, whose other end only this process holds, closes. Use it for benchmarks and soak
+    runs.
     """
 
     def __init__(
@@ -49,6 +57,7 @@ class EmulatorProcess:
             "--ack-timeout", str(ack_timeout),
             "--report-timeout", str(report_timeout),
             "--poll-timeout", str(poll_timeout),
+            "--stop-when-stdin-closes",
         ]  # fmt: skip
         if seed is not None:
             self._command += ["--seed", str(seed)]
@@ -61,7 +70,6 @@ class EmulatorProcess:
                 # repr() of a float reads back as the same float.
                 self._command += ["--rate-limit", f"{operation}={limit.rate!r}/{limit.burst}"]
         self._process: anyio.abc.Process | None = None
-        self._session: aiohttp.ClientSession | None = None
         self._url: str | None = None
 
     @property
@@ -77,20 +85,16 @@ class EmulatorProcess:
         return self._process.pid
 
     async def __aenter__(self) -> EmulatorProcess:
-        self._process = await anyio.open_process(self._command, stdin=None, stderr=None)
+        self._process = await anyio.open_process(self._command, stdin=subprocess.PIPE, stderr=None)
         try:
             with anyio.fail_after(START_TIMEOUT):
                 self._url = await self._read_url()
         except BaseException:
             await self._stop()
             raise
-        self._session = aiohttp.ClientSession()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
         await self._stop()
 
     async def _read_url(self) -> str:
@@ -110,6 +114,8 @@ class EmulatorProcess:
         process, self._process, self._url = self._process, None, None
         if process is None or process.returncode is not None:
             return
+        if process.stdin is not None:
+            await process.stdin.aclose()  # the child stops when it sees that
         process.send_signal(signal.SIGTERM)
         with anyio.move_on_after(STOP_TIMEOUT, shield=True):
             await process.wait()
@@ -118,13 +124,29 @@ class EmulatorProcess:
         await process.wait()
 
     async def _control(self, move: str, /, **args: Any) -> Any:
-        if self._session is None:
-            raise RuntimeError("the emulator process is not running: use `async with`")
-        async with self._session.post(f"{self.url}{CONTROL_PREFIX}{move}", json=args) as answer:
-            body = await answer.json()
-        if "error" in body:
-            raise ValueError(f"emulator refused {move}: {body['error']}")
-        return body["result"]
+        """POST one control move and return its result. Plain HTTP/1.1 over an anyio socket,
+        so that it works on any backend (aiohttp runs on asyncio only)."""
+        address = urllib.parse.urlsplit(self.url)
+        assert address.hostname is not None
+        assert address.port is not None
+        body = json.dumps(args).encode()
+        request = (
+            f"POST {CONTROL_PREFIX}{move} HTTP/1.1\r\nHost: {address.netloc}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n\r\n"
+        ).encode() + body
+        answer = b""
+        async with await anyio.connect_tcp(address.hostname, address.port) as stream:
+            await stream.send(request)
+            async for chunk in stream:  # until the server closes, as asked
+                answer += chunk
+        head, _, content = answer.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 "):
+            raise RuntimeError(f"the emulator process answered {move} with {answer[:200]!r}")
+        result = json.loads(content)
+        if "error" in result:
+            raise ValueError(f"emulator refused {move}: {result['error']}")
+        return result["result"]
 
     # The moves of LocalDataPipeline, awaited.
 
@@ -205,8 +227,27 @@ class EmulatorProcess:
         """Every call received so far (the anyio times are the other process's clock)."""
         return [Call(**call) for call in await self._control("calls")]
 
+    async def reports(self, task_id: str) -> list[Call]:
+        """The ReportTaskProgress calls received for ``task_id``, in order of arrival."""
+        return _reports_of(task_id, await self.calls())
+
+    async def wait_for_calls(self, predicate: Callable[[list[Call]], bool]) -> list[Call]:
+        """Wait until ``predicate(calls)`` holds; guard it with a timeout of your own."""
+        while not predicate(calls := await self.calls()):
+            await self._control("wait_for_calls", after=len(calls), longest=LONG_POLL)
+        return calls
+
+    async def wait_for_reports(self, task_id: str, count: int) -> list[Call]:
+        """Wait until ``count`` reports for ``task_id`` have arrived, and return them all."""
+        calls = await self.wait_for_calls(lambda calls: len(_reports_of(task_id, calls)) >= count)
+        return _reports_of(task_id, calls)
+
     async def attempt(self, task_id: str) -> dict[str, Any]:
         """The attempt ``task_id`` was handed out for, as DescribeObjects shows it, with the
         ``pipelineId`` it belongs to."""
         result: dict[str, Any] = await self._control("attempt", task_id=task_id)
         return result
+
+
+def _reports_of(task_id: str, calls: list[Call]) -> list[Call]:
+    return [c for c in calls if c.operation == "ReportTaskProgress" and c.task_id == task_id]

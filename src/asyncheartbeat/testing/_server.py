@@ -479,10 +479,21 @@ class LocalDataPipeline:
         command = request.path.removeprefix(CONTROL_PREFIX)
         try:
             args = json.loads(await request.read() or b"{}")
-            result = self._run_control(command, args)
+            if command == "wait_for_calls":
+                result = await self._wait_for_more_calls(**args)
+            else:
+                result = self._run_control(command, args)
         except (KeyError, ValueError, TypeError, ServiceError) as error:
             return web.json_response({"error": f"{type(error).__name__}: {error}"}, status=400)
         return web.json_response({"result": result})
+
+    async def _wait_for_more_calls(self, after: int, longest: float) -> int:
+        """Wait (up to ``longest`` seconds) until more than ``after`` calls were received;
+        return how many there are: a long poll, for a client in another process."""
+        with anyio.move_on_after(longest):
+            while len(self.calls) <= after:
+                await self._call_arrived.wait()
+        return len(self.calls)
 
     def _run_control(self, command: str, args: dict[str, Any]) -> Any:
         match command:
