@@ -27,6 +27,11 @@ from asyncheartbeat._cli import EXIT_CODES, EXIT_STATUSES, main
         (["run", "--task-id", "", "--", "true"], "--task-id '' must not be empty"),
         (["run", "--task-id", "t" * 3000, "--", "true"], "more than the 2048 allowed"),
         (["worker", "--worker-group", "", "--", "true"], "--worker-group must not be empty"),
+        (["worker", "--worker-group", "wg", "--run-task-command", "--", "true"], "give no CMD"),
+        (
+            ["worker", "--worker-group", "wg", "--false-exit-status", "0", "--", "true"],
+            "'0' is not an exit status",
+        ),
     ],
 )
 def test_bad_arguments_are_usage_errors_naming_the_problem(

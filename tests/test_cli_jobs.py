@@ -273,3 +273,38 @@ async def test_run_against_an_unreachable_endpoint_exits_125_saying_so() -> None
     assert status == 125, err
     assert "never answered the first report" in err
     assert "command not started" not in err
+
+
+async def test_worker_runs_each_tasks_own_command_as_the_java_task_runner_would(
+    dp: LocalDataPipeline, tmp_path: Path
+) -> None:
+    """--run-task-command runs the activity's command with its scriptArguments; scriptUri,
+    which it cannot honour, fails that task by name; --false-exit-status reports FALSE;
+    --taskrunner-id names the runner; --log-dir keeps a log file."""
+    args = [{"key": "scriptArgument", "stringValue": v} for v in ("a b", "c")]
+    ok = dp.add_pipeline(worker_group="wg", command='echo "asyncheartbeat: got=$1|$2"',
+                         fields=args)  # fmt: skip
+    s3 = dp.add_pipeline(worker_group="wg", command="true", maximum_retries=0,
+                         fields=[{"key": "scriptUri", "stringValue": "s3://b/run.sh"}])  # fmt: skip
+    false = dp.add_pipeline(worker_group="wg", command="exit 3")
+    process = await start(command(dp, "worker", "--worker-group", "wg", "--run-task-command",
+                                  "--false-exit-status", "3", "--taskrunner-id", "runner-7",
+                                  "--log-dir", str(tmp_path / "logs"), "--concurrency", "3",
+                                  *FAST))  # fmt: skip
+    with anyio.fail_after(10):
+        await dp.wait_for_calls(
+            lambda calls: len([c for c in calls if c.operation == "SetTaskStatus"]) == 3
+        )
+    process.send_signal(signal.SIGTERM)
+    status, _, err = await finish(process)
+    assert status == 0, err
+    by_pipeline = {a.pipeline_id: a for a in dp.service.handed_out.values()}
+    assert (by_pipeline[ok].status.value, by_pipeline[ok].fields["got"]) == ("FINISHED", "a b|c")
+    assert (by_pipeline[s3].status.value, by_pipeline[s3].error_id) == (
+        "FAILED", "UnsupportedActivity",
+    )  # fmt: skip
+    assert "scriptUri" in (by_pipeline[s3].error_message or "")
+    assert by_pipeline[false].status.value == "FALSE"
+    heartbeat = next(c for c in dp.calls if c.operation == "ReportTaskRunnerHeartbeat")
+    assert heartbeat.params["taskrunnerId"] == "runner-7"
+    assert "FALSE" in (tmp_path / "logs" / "asyncheartbeat-worker.log").read_text()

@@ -13,6 +13,7 @@ from asyncheartbeat import (
     CancelReason,
     Heartbeat,
     HeartbeatError,
+    PreconditionFalse,
     Task,
     TaskEvent,
     TaskFailed,
@@ -133,6 +134,22 @@ async def test_a_handler_that_raises_fails_its_task_with_the_error(
     assert attempt.error_stack_trace is not None
     assert attempt.error_stack_trace.startswith("Traceback")
     assert attempt.error_stack_trace.endswith("KeyError: 'row 7'\n")
+
+
+async def test_a_handler_raising_precondition_false_ends_its_task_false(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """PreconditionFalse reports FALSE, the status a precondition ends with."""
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        raise PreconditionFalse("the input is not there yet")
+
+    runner, events = make_runner(client, handle)
+    await until(runner, lambda: events.wait_for("false"))
+    task_id = events.of("false")[0].task.task_id
+    assert statuses(dp, task_id) == ["FALSE"]
+    assert dp.attempt(task_id).status.value == "FALSE"
 
 
 async def test_error_fields_are_cut_to_the_models_limits(

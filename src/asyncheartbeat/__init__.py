@@ -4,7 +4,7 @@ from ._call_layer import CallLayer, client_config
 from ._client import ProgressClient
 from ._errors import CancelReason, HeartbeatError, TaskCancelled
 from ._heartbeat import Heartbeat, run_with_heartbeat
-from ._runner import TaskEvent, TaskFailed, TaskRunner
+from ._runner import PreconditionFalse, TaskEvent, TaskFailed, TaskRunner
 from ._task import PipelineObject, Task
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "Heartbeat",
     "HeartbeatError",
     "PipelineObject",
+    "PreconditionFalse",
     "ProgressClient",
     "Task",
     "TaskCancelled",

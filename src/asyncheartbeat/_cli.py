@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import logging
+import logging.handlers
 import math
 import os
 import shlex
@@ -25,18 +26,22 @@ from ._command import (
     EXIT_NOT_FOUND,
     EXIT_OWN_FAILURE,
     EXIT_STATUS,
+    activity_command,
     run_command,
     task_environment,
 )
 from ._errors import CancelReason, HeartbeatError, TaskCancelled
 from ._fields import check_field, check_member
 from ._heartbeat import Heartbeat
-from ._runner import TaskEvent, TaskFailed, TaskRunner
+from ._runner import PreconditionFalse, TaskEvent, TaskFailed, TaskRunner
 from ._task import Task
 from ._timing import Timing
 
 #: The exit status of a command line that cannot work, as argparse gives it.
 EXIT_USAGE = 2
+#: ``worker --log-dir``: the log file, and how many hourly files are kept (a week's).
+LOG_FILE = "asyncheartbeat-worker.log"
+LOG_BACKUPS = 168
 
 if TYPE_CHECKING:
     from .testing import RateLimit
@@ -59,6 +64,12 @@ def _positive_seconds(text: str) -> float:
 
 def _seconds_or_zero(text: str) -> float:
     return _seconds(text, allow_zero=True)
+
+
+def _exit_status(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 255:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an exit status from 1 to 255")
+    return int(text)
 
 
 def _port(text: str) -> int:
@@ -198,6 +209,25 @@ def build_parser() -> argparse.ArgumentParser:
         "stops them at once.",
     )
     worker.add_argument("--worker-group", required=True, help="the worker group to poll")
+    worker.add_argument(
+        "--taskrunner-id", metavar="ID",
+        help="this runner's id in ReportTaskRunnerHeartbeat (default: a new UUID)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--run-task-command", action="store_true",
+        help="instead of one fixed CMD, run each task's own ShellCommandActivity command "
+        "(sh -c COMMAND with its scriptArguments as $1, $2 ...): the pipeline's author then "
+        "chooses what runs on this machine",
+    )  # fmt: skip
+    worker.add_argument(
+        "--false-exit-status", type=_exit_status, metavar="N",
+        help="a command exiting with N reports FALSE (a precondition that does not hold)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--log-dir", metavar="DIR",
+        help=f"also log to DIR/{LOG_FILE}, a new file every hour, the last "
+        f"{LOG_BACKUPS} kept",
+    )  # fmt: skip
     worker.add_argument(
         "--concurrency", type=_count, default=1, metavar="N", help="tasks at once (default: 1)"
     )
@@ -379,17 +409,21 @@ async def _worker(args: argparse.Namespace) -> int:
     interrupted: list[int] = []
 
     async def handle(task: Task, hb: Heartbeat) -> None:
+        argv = activity_command(task) if args.run_task_command else args.cmd
         env = os.environ | task_environment(task)
         result = await run_command(
-            args.cmd, hb, grace=args.grace, env=env, capture_stderr=True, stdin=subprocess.DEVNULL
+            argv, hb, grace=args.grace, env=env, capture_stderr=True, stdin=subprocess.DEVNULL
         )
-        if result.status != 0:
-            last_line = (result.stderr_tail.strip().splitlines() or [""])[-1]
-            raise TaskFailed(
-                f"{args.cmd[0]} exited with status {result.status}: {last_line}".rstrip(": "),
-                error_id="CommandFailed",
-                stack_trace=result.stderr_tail or None,
-            )
+        if result.status == 0:
+            return
+        if result.status == args.false_exit_status:
+            raise PreconditionFalse(f"{argv[0]} exited with status {result.status}")
+        last_line = (result.stderr_tail.strip().splitlines() or [""])[-1]
+        raise TaskFailed(
+            f"{argv[0]} exited with status {result.status}: {last_line}".rstrip(": "),
+            error_id="CommandFailed",
+            stack_trace=result.stderr_tail or None,
+        )
 
     cut_short = False
 
@@ -407,6 +441,7 @@ async def _worker(args: argparse.Namespace) -> int:
             interval=args.interval,
             lease_timeout=args.lease_timeout,
             shutdown_grace=args.shutdown_grace,
+            taskrunner_id=args.taskrunner_id,
             on_event=note,
         )
         async with anyio.create_task_group() as tg:
@@ -445,6 +480,17 @@ def _log_to_stderr() -> None:
     logger.setLevel(logging.INFO)
 
 
+def _log_to_files(directory: str) -> None:
+    """Log to ``directory``/`LOG_FILE` too, starting a new file every hour, as the Java Task
+    Runner's ``--output`` does."""
+    os.makedirs(directory, exist_ok=True)
+    handler = logging.handlers.TimedRotatingFileHandler(
+        os.path.join(directory, LOG_FILE), when="h", backupCount=LOG_BACKUPS, utc=True
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("asyncheartbeat").addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -452,13 +498,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.cmd[:1] == ["--"]:
         args.cmd = args.cmd[1:]
-    if not args.cmd:
+    from_tasks = getattr(args, "run_task_command", False)
+    if from_tasks and args.cmd:
+        parser.error("--run-task-command runs each task's own command: give no CMD")
+    if not (args.cmd or from_tasks):
         parser.error(f"{args.command} needs a command to run: ... -- CMD [ARGS...]")
     try:
         _check_options(args)
     except (TypeError, ValueError) as problem:
         parser.error(str(problem))
     _log_to_stderr()
+    if getattr(args, "log_dir", None):
+        try:
+            _log_to_files(args.log_dir)
+        except OSError as error:
+            parser.error(f"--log-dir {args.log_dir!r}: {error.strerror or error}")
     try:
         status: int = anyio.run(_run if args.command == "run" else _worker, args)
     except Exception as error:  # no region, no credentials …

@@ -23,6 +23,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ._errors import CancelReason, HeartbeatError
 from ._heartbeat import Heartbeat
+from ._runner import TaskFailed
 from ._task import Task
 
 logger = logging.getLogger("asyncheartbeat")
@@ -259,6 +260,39 @@ async def _keep_tail(
             kept += len(chunk)
             while kept - len(tail[0]) >= STDERR_TAIL:
                 kept -= len(tail.popleft())
+
+
+#: ShellCommandActivity fields this runner cannot honour: a task that sets one fails,
+#: naming it, rather than running something other than what its pipeline says.
+UNSUPPORTED_ACTIVITY_FIELDS = {
+    "scriptUri": "a script in S3 (give the script as command instead)",
+    "stage": "staging of input and output data nodes",
+    "stdout": "standard output sent to S3 (it goes to the worker's own output)",
+    "stderr": "standard error sent to S3 (it goes to the worker's own error output)",
+}
+
+
+def activity_command(task: Task) -> list[str]:
+    """The argv that runs ``task``'s own ShellCommandActivity: ``sh -c COMMAND`` with its
+    ``scriptArgument`` values as ``$1``, ``$2`` …; raises `TaskFailed` for an activity
+    this runner cannot run as its pipeline says."""
+    activity = task.activity
+    if activity is None:
+        raise TaskFailed("the task object has no activity to run", error_id="UnsupportedActivity")
+    for key, what in UNSUPPORTED_ACTIVITY_FIELDS.items():
+        value = activity.strings.get(key)
+        if value is not None and not (key == "stage" and value == "false"):
+            raise TaskFailed(
+                f"activity {activity.id!r} sets {key}: {what} is not supported by "
+                f"asyncheartbeat worker --run-task-command",
+                error_id="UnsupportedActivity",
+            )
+    command = activity.strings.get("command")
+    if not command:
+        raise TaskFailed(
+            f"activity {activity.id!r} has no command to run", error_id="UnsupportedActivity"
+        )
+    return ["sh", "-c", command, "sh", *activity.values("scriptArgument")]
 
 
 def task_environment(task: Task) -> dict[str, str]:

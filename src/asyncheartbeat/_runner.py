@@ -25,7 +25,12 @@ from ._timing import Timing, check_seconds, jittered_backoff
 logger = logging.getLogger("asyncheartbeat.runner")
 
 Handler = Callable[[Task, Heartbeat], Awaitable[object]]
-EventKind = Literal["started", "finished", "failed", "cancelled", "unreported"]
+EventKind = Literal["started", "finished", "false", "failed", "cancelled", "unreported"]
+
+
+class PreconditionFalse(Exception):
+    """Raise from a handler to end the task with SetTaskStatus FALSE: the precondition it
+    checks does not hold (the status the service allows beside FINISHED and FAILED)."""
 
 
 class TaskFailed(Exception):
@@ -47,7 +52,8 @@ class TaskEvent:
     """What happened to a task, for `TaskRunner`'s ``on_event``.
 
     - ``started``: its handler was called.
-    - ``finished`` / ``failed``: the handler returned / raised, and SetTaskStatus FINISHED /
+    - ``finished`` / ``false`` / ``failed``: the handler returned / raised
+      `PreconditionFalse` / raised anything else, and SetTaskStatus FINISHED / FALSE /
       FAILED landed.
     - ``cancelled``: the heartbeat stopped the work (``reason`` says why; nothing is
       reported, the task is no longer ours), or the runner shut down (``reason`` None: the
@@ -249,6 +255,10 @@ class TaskRunner:
                     await self._handler(task, heartbeat)
             except TaskCancelled as stopped:
                 self._emit(event("cancelled", reason=stopped.reason, error=stopped))
+            except PreconditionFalse as error:
+                outcome = await self._set_status(task.task_id, "FALSE", heartbeat.last_success)
+                self._emit(event("false" if outcome is True else "unreported",
+                                 reason=_reason(outcome), error=error))  # fmt: skip
             except Exception as error:
                 if heartbeat.cancel_reason is not None:
                     # The heartbeat stopped the work: the task is no longer ours to report,
@@ -331,6 +341,7 @@ class TaskRunner:
         how = {
             "started": f"started (pipeline {event.task.pipeline_id}, {event.task.attempt_id})",
             "finished": f"finished in {event.duration:.1f} s",
+            "false": f"ended FALSE (its precondition does not hold) in {event.duration:.1f} s",
             "failed": f"failed after {event.duration:.1f} s: {event.error!r}",
             "cancelled": f"cancelled after {event.duration:.1f} s: "
             + (event.reason.value if event.reason else "runner shutting down, left to reassign"),

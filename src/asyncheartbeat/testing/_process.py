@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -175,6 +175,7 @@ class EmulatorProcess:
         command: str = "true",
         report_progress_timeout: str | None = None,
         maximum_retries: int | None = None,
+        fields: Sequence[Mapping[str, str]] = (),
     ) -> str:
         """Make and activate a one-activity pipeline whose task is ready; return its id."""
         result: str = await self._control(
@@ -183,6 +184,7 @@ class EmulatorProcess:
             command=command,
             report_progress_timeout=report_progress_timeout,
             maximum_retries=maximum_retries,
+            fields=[dict(field) for field in fields],
         )
         return result
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -143,23 +143,28 @@ class LocalDataPipeline:
         command: str = "true",
         report_progress_timeout: str | None = None,
         maximum_retries: int | None = None,
+        fields: Sequence[Mapping[str, str]] = (),
     ) -> str:
-        """Make a one-activity pipeline (a ShellCommandActivity running ``command``) and
-        activate it: its task is ready for the next poller of ``worker_group``. Return the
-        pipeline id."""
+        """Make a one-activity pipeline (a ShellCommandActivity running ``command``, with
+        more ``fields`` of its own in the API's shape, such as ``{"key": "scriptArgument",
+        "stringValue": "2026-11-22"}``) and activate it: its task is ready for the next
+        poller of ``worker_group``. Return the pipeline id."""
         name = f"task-{uuid.uuid4().hex[:12]}"
         pipeline_id = self.service.create_pipeline(name, name)
-        fields = [
+        activity = [
             {"key": "type", "stringValue": "ShellCommandActivity"},
             {"key": "command", "stringValue": command},
             {"key": "workerGroup", "stringValue": worker_group},
         ]
         if report_progress_timeout is not None:
-            fields.append({"key": "reportProgressTimeout", "stringValue": report_progress_timeout})
+            activity.append(
+                {"key": "reportProgressTimeout", "stringValue": report_progress_timeout}
+            )
         if maximum_retries is not None:
-            fields.append({"key": "maximumRetries", "stringValue": str(maximum_retries)})
+            activity.append({"key": "maximumRetries", "stringValue": str(maximum_retries)})
+        activity += [dict(field) for field in fields]
         result = self.service.put_definition(
-            pipeline_id, [{"id": "Activity", "name": "Activity", "fields": fields}], [], []
+            pipeline_id, [{"id": "Activity", "name": "Activity", "fields": activity}], [], []
         )
         if result["errored"]:
             raise ValueError(f"bad task options: {result['validationErrors']}")
