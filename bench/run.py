@@ -62,7 +62,11 @@ def run(name: str) -> str:
         outputs.append(done.stdout.strip())
     commands = "\n".join(f"{PYTHON} {command}" for command in BENCHMARKS[name])
     today = datetime.datetime.now(tz=datetime.UTC).date().isoformat()
-    return f"```sh\n{commands}\n```\n\nMeasured {today}:\n\n" + "\n\n".join(outputs)
+    # A command that prints only table rows continues the table of the one before it.
+    body = outputs[0] + "".join(
+        ("\n" if output.startswith("|") else "\n\n") + output for output in outputs[1:]
+    )
+    return f"```sh\n{commands}\n```\n\nMeasured {today}:\n\n{body}"
 
 
 def splice(text: str, name: str, block: str) -> str:

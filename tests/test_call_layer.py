@@ -269,7 +269,7 @@ async def test_throttling_slows_the_whole_client_and_keeps_every_lease(
     async def job(n: int) -> None:
         try:
             async with Heartbeat(layer, f"task-{n}", interval=4, lease_timeout=lease):
-                await anyio.sleep(600)
+                await anyio.sleep(300)
         except TaskCancelled:
             lost.append(f"task-{n}")
 

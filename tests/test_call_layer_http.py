@@ -69,7 +69,7 @@ async def test_a_throttling_service_slows_the_whole_client_and_every_lease_is_ke
         task_ids = [dp.add_task() for _ in range(30)]
         start = anyio.current_time()
         with anyio.fail_after(15):
-            stopped = await run_fleet(client, task_ids, 6, interval=0.2, lease_timeout=3)
+            stopped = await run_fleet(client, task_ids, 4.5, interval=0.2, lease_timeout=3)
         outcomes = [
             call.outcome
             for call in dp.calls

@@ -21,7 +21,9 @@ from asyncheartbeat.testing import Fault, LocalDataPipeline
 
 from .conftest import ACCESS_KEY, SECRET_KEY
 
-pytestmark = pytest.mark.asyncio
+# Each test starts Python and aiobotocore in a process of its own (about a second): they
+# run with the slow checks, after the quick suite.
+pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 ENV = os.environ | {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
 FAST = ["--interval", "0.1", "--lease-timeout", "1"]
