@@ -41,7 +41,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "contention": [
         "bench/contention.py slow",
         "bench/contention.py throttled",
-        "bench/contention.py cpu",
+        "bench/contention.py cpu --rounds 3 --pools 10 400",
     ],
     "blocked": ["bench/blocked_loop.py"],
 }

@@ -104,7 +104,7 @@ async def test_run_stops_a_cancelled_command_with_sigterm(dp: LocalDataPipeline)
     status, out, err = await finish(process, ready)
     assert status == 121, err
     assert out == "ready\nterminated\n"
-    assert "requested" in err
+    assert f"task {task_id!r}: requested, command stopped" in err
 
 
 async def test_run_kills_a_command_that_ignores_sigterm(dp: LocalDataPipeline) -> None:
@@ -118,6 +118,7 @@ async def test_run_kills_a_command_that_ignores_sigterm(dp: LocalDataPipeline) -
     started = anyio.current_time()
     status, _, err = await finish(process, pid)
     assert status == 122, err
+    assert "SIGKILL" in err
     assert anyio.current_time() - started >= 0.3
     with anyio.fail_after(2):
         # No event says when init has reaped the SIGKILLed children: look until they are gone.
@@ -219,6 +220,7 @@ async def test_run_interrupted_stops_the_command_and_exits_130(dp: LocalDataPipe
     status, out, err = await finish(process, ready)
     assert status == 130, err
     assert out == "ready\nterminated\n"
+    assert f"task {task_id!r}: interrupted, command stopped" in err
 
 
 async def test_worker_runs_the_command_for_each_task_and_reports_how_it_ended(
@@ -310,3 +312,14 @@ async def test_worker_runs_each_tasks_own_command_as_the_java_task_runner_would(
     heartbeat = next(c for c in dp.calls if c.operation == "ReportTaskRunnerHeartbeat")
     assert heartbeat.params["taskrunnerId"] == "runner-7"
     assert "FALSE" in (tmp_path / "logs" / "asyncheartbeat-worker.log").read_text()
+
+
+async def test_worker_whose_polls_are_refused_exits_125_saying_so_once(
+    dp: LocalDataPipeline,
+) -> None:
+    """AccessDenied on PollForTask: exit status 125, and one line says why."""
+    dp.inject(Fault.error("AccessDeniedException"), operation="PollForTask", times=None)
+    process = await start(command(dp, "worker", "--worker-group", "wg", *FAST, "--", "true"))
+    status, _, err = await finish(process)
+    assert status == 125, err
+    assert err.count("PollForTask refused") == 1, err

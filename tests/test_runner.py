@@ -15,6 +15,7 @@ from asyncheartbeat import (
     HeartbeatError,
     PreconditionFalse,
     Task,
+    TaskCancelled,
     TaskEvent,
     TaskFailed,
     TaskRunner,
@@ -189,63 +190,34 @@ async def test_a_task_cancelled_while_its_handler_runs_is_not_reported(
     assert dp.attempt(cancelled.task.task_id).status.value == "CANCELED"
 
 
+def lose_lease(dp: LocalDataPipeline, task: Task) -> None:
+    dp.inject(Fault.error("InternalServiceError"), task_id=task.task_id, times=None)
+
+
 @pytest.mark.parametrize(
-    ("take_away", "reason"),
+    ("take_away", "reason", "cleanup_raises"),
     [
-        (lambda dp, task: dp.delete_pipeline(task.pipeline_id), CancelReason.PIPELINE_DELETED),
-        (lambda dp, task: dp.forget_task(task.task_id), CancelReason.TASK_NOT_FOUND),
-        (
-            lambda dp, task: dp.inject(
-                Fault.error("InternalServiceError"), task_id=task.task_id, times=None
-            ),
-            CancelReason.LEASE_LOST,
-        ),
+        (lambda dp, task: dp.delete_pipeline(task.pipeline_id), CancelReason.PIPELINE_DELETED,
+         False),
+        (lambda dp, task: dp.forget_task(task.task_id), CancelReason.TASK_NOT_FOUND, False),
+        (lose_lease, CancelReason.LEASE_LOST, False),
+        (lambda dp, task: dp.cancel_task(task.task_id), CancelReason.REQUESTED, True),
+        (lambda dp, task: dp.forget_task(task.task_id), CancelReason.TASK_NOT_FOUND, True),
+        (lose_lease, CancelReason.LEASE_LOST, True),
     ],
-    ids=["pipeline-deleted", "task-reassigned", "lease-lost"],
-)
+    ids=["pipeline-deleted", "task-reassigned", "lease-lost",
+         "cancelled-cleanup-raises", "task-reassigned-cleanup-raises", "lease-lost-cleanup-raises"],
+)  # fmt: skip
 async def test_a_task_taken_away_under_its_handler_is_not_reported(
     dp: LocalDataPipeline,
     client: Any,
     take_away: Callable[[LocalDataPipeline, Task], object],
     reason: CancelReason,
+    cleanup_raises: bool,
 ) -> None:
-    """Pipeline deleted, task reassigned, or no report through for the lease: the handler
-    is stopped with that reason, and nothing is reported."""
-    dp.add_pipeline(worker_group=WORKER_GROUP)
-
-    async def handle(task: Task, hb: Heartbeat) -> None:
-        take_away(dp, task)
-        await anyio.sleep_forever()
-
-    runner, events = make_runner(client, handle)
-    await until(runner, lambda: events.wait_for("cancelled"))
-    [cancelled] = events.of("cancelled")
-    assert cancelled.reason is reason
-    assert statuses(dp, cancelled.task.task_id) == []
-
-
-@pytest.mark.parametrize(
-    ("take_away", "reason"),
-    [
-        (lambda dp, task: dp.cancel_task(task.task_id), CancelReason.REQUESTED),
-        (lambda dp, task: dp.forget_task(task.task_id), CancelReason.TASK_NOT_FOUND),
-        (
-            lambda dp, task: dp.inject(
-                Fault.error("InternalServiceError"), task_id=task.task_id, times=None
-            ),
-            CancelReason.LEASE_LOST,
-        ),
-    ],
-    ids=["cancelled", "task-reassigned", "lease-lost"],
-)
-async def test_a_task_taken_away_is_not_reported_even_if_the_handlers_cleanup_raises(
-    dp: LocalDataPipeline,
-    client: Any,
-    take_away: Callable[[LocalDataPipeline, Task], object],
-    reason: CancelReason,
-) -> None:
-    """What is reported comes from what happened to the task: a cleanup raising after the
-    heartbeat stopped the work sends no FAILED, and the event names the heartbeat's reason."""
+    """Pipeline deleted, task reassigned or cancelled, or no report through for the lease:
+    the handler is stopped with that reason and nothing is reported, even when its cleanup
+    raises afterwards (what is reported comes from what happened to the task)."""
     dp.add_pipeline(worker_group=WORKER_GROUP)
 
     async def handle(task: Task, hb: Heartbeat) -> None:
@@ -253,13 +225,14 @@ async def test_a_task_taken_away_is_not_reported_even_if_the_handlers_cleanup_ra
             take_away(dp, task)
             await anyio.sleep_forever()
         finally:
-            raise RuntimeError("cleanup failed")
+            if cleanup_raises:
+                raise RuntimeError("cleanup failed")
 
     runner, events = make_runner(client, handle)
     await until(runner, lambda: events.wait_for("cancelled"))
     [cancelled] = events.of("cancelled")
     assert cancelled.reason is reason
-    assert isinstance(cancelled.error, RuntimeError)
+    assert isinstance(cancelled.error, RuntimeError if cleanup_raises else TaskCancelled)
     assert statuses(dp, cancelled.task.task_id) == []
     assert not events.of("failed")
 
