@@ -131,7 +131,9 @@ def _rate_limit(text: str) -> tuple[str, RateLimit]:
 
 
 def _add_common(command: argparse.ArgumentParser) -> None:
-    """AWS settings and heartbeat timing, shared by run and worker."""
+    """AWS settings and heartbeat timing, shared by run and worker; and the sub-command's
+    own parser, so that a usage error shows the sub-command's usage."""
+    command.set_defaults(usage=command)
     aws = command.add_argument_group("AWS (credentials and profile come from the environment)")
     aws.add_argument("--region", help="AWS region (default: from the environment or profile)")
     aws.add_argument("--endpoint-url", help="another endpoint, such as a local Data Pipeline")
@@ -500,19 +502,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.cmd = args.cmd[1:]
     from_tasks = getattr(args, "run_task_command", False)
     if from_tasks and args.cmd:
-        parser.error("--run-task-command runs each task's own command: give no CMD")
+        args.usage.error("--run-task-command runs each task's own command: give no CMD")
     if not (args.cmd or from_tasks):
-        parser.error(f"{args.command} needs a command to run: ... -- CMD [ARGS...]")
+        args.usage.error(f"{args.command} needs a command to run: ... -- CMD [ARGS...]")
     try:
         _check_options(args)
     except (TypeError, ValueError) as problem:
-        parser.error(str(problem))
+        args.usage.error(str(problem))
     _log_to_stderr()
     if getattr(args, "log_dir", None):
         try:
             _log_to_files(args.log_dir)
         except OSError as error:
-            parser.error(f"--log-dir {args.log_dir!r}: {error.strerror or error}")
+            args.usage.error(f"--log-dir {args.log_dir!r}: {error.strerror or error}")
     try:
         status: int = anyio.run(_run if args.command == "run" else _worker, args)
     except Exception as error:  # no region, no credentials …
