@@ -112,6 +112,36 @@ async def test_a_hung_call_costs_one_call_timeout_not_the_lease() -> None:
     assert [c.received_at - start for c in client.calls[:4]] == [0, 10, 15, 20]
 
 
+async def test_a_hung_call_sent_while_others_wait_still_gets_a_second_attempt() -> None:
+    """A report that hangs while other calls wait for a place is stood beside once the
+    client has a place to spare: a busy moment does not turn a dead connection into a lost
+    lease."""
+    hung = {f"task-{n}" for n in range(5, 10)}
+    answered_once: set[str] = set()
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        if task_id in hung and task_id not in answered_once:
+            answered_once.add(task_id)
+            await anyio.sleep_forever()
+        await anyio.sleep(0.5)  # long enough for the line to be full when the hung ones go
+        return {"canceled": False}
+
+    layer = CallLayer(MockClient(answer, max_pool_connections=100))
+    lost: list[str] = []
+
+    async def job(n: int) -> None:
+        try:
+            async with Heartbeat(layer, f"task-{n}", interval=1, lease_timeout=10, call_timeout=1):
+                await anyio.sleep(20)
+        except TaskCancelled:
+            lost.append(f"task-{n}")
+
+    async with anyio.create_task_group() as tg:
+        for n in range(30):
+            tg.start_soon(job, n)
+    assert lost == []
+
+
 async def test_the_acknowledgement_gives_up_after_the_services_two_minutes() -> None:
     """A task not acknowledged within 2 minutes is the service's again, whatever the lease."""
 

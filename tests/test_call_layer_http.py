@@ -96,6 +96,21 @@ async def test_a_big_pool_on_a_busy_loop_keeps_every_lease(dp: LocalDataPipeline
     assert all(len(dp.reports(task_id)) >= 2 for task_id in task_ids)
 
 
+@pytest.mark.parametrize("body", [[], "x"], ids=["list", "string"])
+async def test_an_answer_that_is_not_a_json_object_is_retried_not_called_a_mistake(
+    dp: LocalDataPipeline, client: Any, body: object
+) -> None:
+    """botocore's parser raises AttributeError on a 200 whose body is not an object: that
+    is the service's malformed answer, retried like any other, not the program's mistake."""
+    task_id = dp.add_task()
+    async with Heartbeat(client, task_id, interval=0.1, lease_timeout=2) as hb:
+        dp.inject(Fault.answer(body), task_id=task_id, times=2)
+        with anyio.fail_after(5):
+            await dp.wait_for_reports(task_id, 5)
+    assert hb.cancel_reason is None
+    assert [c.outcome for c in dp.reports(task_id)].count("answer") == 2
+
+
 async def test_a_closed_client_fails_at_once(dp: LocalDataPipeline) -> None:
     """A client used after it was closed raises HeartbeatError at once, not after the lease."""
     async with make_client(dp) as client:

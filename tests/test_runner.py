@@ -271,6 +271,20 @@ async def test_a_malformed_task_object_fails_that_task_and_the_runner_goes_on(
     assert runner.running == 0
 
 
+async def test_a_poll_answer_that_is_not_a_json_object_is_a_failed_poll(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """A PollForTask answered with a JSON list does not stop the runner: it polls again and
+    runs the task that is ready."""
+    dp.inject(Fault.answer([]), operation="PollForTask", times=1)
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+    runner, events = make_runner(client, do_nothing)
+    await until(runner, lambda: events.wait_for("finished"))
+    assert [c.outcome for c in dp.calls if c.operation == "PollForTask"][:2] == [
+        "answer", "answered",
+    ]  # fmt: skip
+
+
 async def test_a_status_that_never_lands_is_not_called_finished(
     dp: LocalDataPipeline, client: Any
 ) -> None:

@@ -371,12 +371,15 @@ class CallLayer:
 
     def hedge_after(self, floor: float) -> float:
         """How long a call may go unanswered before a second attempt beside it is worth its
-        load: at least ``floor``, more while answers are slow; never while the client has no
-        spare capacity (a hedge would then delay another caller's call), nor before its first
-        answer (a fresh client's first calls include building its HTTP session)."""
-        if not (self._answered_once and self.admission.spare()):
-            return math.inf
+        load: at least ``floor``, more while answers are slow. Whether one may go then is
+        `may_hedge`'s to say."""
         return self.latency.overdue_after(floor)
+
+    def may_hedge(self) -> bool:
+        """Whether a second attempt may go now: not while the client has no spare capacity
+        (it would delay another caller's call; ask again later), nor before the client's
+        first answer (a fresh client's first call includes building its HTTP session)."""
+        return self._answered_once and self.admission.spare()
 
     def emit(self, event: Event) -> None:
         """Hand ``event`` to the global hooks, then to this layer's."""

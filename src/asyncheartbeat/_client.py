@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -104,6 +105,12 @@ _THROTTLING_CODES = frozenset(
 # lease runs out, so they fail at once.
 _LOCAL_ERRORS = (TypeError, AttributeError, NameError, NotImplementedError, RuntimeError)
 
+# Where botocore and aiobotocore turn the service's answer into a response.
+_ANSWER_PARSERS = (
+    os.path.join("botocore", "parsers.py"),
+    os.path.join("aiobotocore", "parsers.py"),
+)
+
 # Raised by botocore before anything is sent, for a request no retry can fix.
 _REJECTED_LOCAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "ParamValidationError")
 
@@ -149,11 +156,24 @@ def local_error(error: BaseException) -> BaseException | None:
     """The programming mistake behind ``error``, if it is one (see `_LOCAL_ERRORS`).
 
     botocore wraps an unexpected exception of its HTTP layer (a closed client's missing
-    session, say) in HTTPClientError; the wrapped one decides.
+    session, say) in HTTPClientError; the wrapped one decides. One raised while botocore
+    read the answer (its parser meets a JSON body that is a list, say) is the service's
+    malformed answer, not a mistake of the program: it is retried like any bad answer.
     """
     wrapped = getattr(error, "kwargs", {}).get("error") if _is_http_client_error(error) else None
     candidate = wrapped if isinstance(wrapped, BaseException) else error
-    return candidate if isinstance(candidate, _LOCAL_ERRORS) else None
+    if not isinstance(candidate, _LOCAL_ERRORS) or _raised_reading_an_answer(candidate):
+        return None
+    return candidate
+
+
+def _raised_reading_an_answer(error: BaseException) -> bool:
+    traceback = error.__traceback__
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_filename.endswith(_ANSWER_PARSERS):
+            return True
+        traceback = traceback.tb_next
+    return False
 
 
 def _is_http_client_error(error: BaseException) -> bool:

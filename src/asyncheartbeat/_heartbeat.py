@@ -388,7 +388,7 @@ class Heartbeat:
 
     async def _hedge_slow_reports(self, task_group: anyio.abc.TaskGroup) -> None:
         """Send another attempt beside a report unanswered for the hedge delay, and another
-        after each further delay, up to `MAX_HEDGES` at once.
+        after each further delay, up to `MAX_HEDGES` at once, whenever the layer allows one.
 
         The first attempt is not abandoned: it may still be answered, and cutting it would
         throw away what the service already received and the connection it came on. The
@@ -400,7 +400,8 @@ class Heartbeat:
             self._hedge_timer = anyio.CancelScope()
             if self._primary is None:
                 continue
-            if len(self._hedge_scopes) < MAX_HEDGES:
+            # Not now (the client is busy, or not warm yet): look again after another delay.
+            if len(self._hedge_scopes) < MAX_HEDGES and self._layer.may_hedge():
                 scope, sent_at = self._primary
                 self._layer.emit(
                     Event(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import random
 from typing import Any
 
@@ -26,8 +27,8 @@ class Fault:
     status: int = 400
     message: str = ""
     seconds: float = 0.0
-    #: The JSON object an ``answer`` fault sends instead of the service's answer.
-    body: dict[str, Any] | None = None
+    #: The JSON value an ``answer`` fault sends instead of the service's answer.
+    body: Any = None
 
     @classmethod
     def error(cls, code: str, *, status: int | None = None, message: str = "") -> Fault:
@@ -64,11 +65,13 @@ class Fault:
         return cls(FaultKind.MALFORMED)
 
     @classmethod
-    def answer(cls, body: dict[str, Any]) -> Fault:
-        """Answer 200 with ``body`` (a JSON object) instead of what the service would say: a
-        task object missing its ids, a ``canceled`` that is not a boolean, and so on."""
-        if not isinstance(body, dict):
-            raise TypeError(f"an answer fault needs a dict body, not {type(body).__name__}")
+    def answer(cls, body: Any) -> Fault:
+        """Answer 200 with ``body`` (any JSON value) instead of what the service would say:
+        a task object missing its ids, a ``canceled`` that is not a boolean, a list."""
+        try:
+            json.dumps(body)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"an answer fault needs a JSON value as its body: {error}") from None
         return cls(FaultKind.ANSWER, body=body)
 
     def to_json(self) -> dict[str, Any]:
