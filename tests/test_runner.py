@@ -198,22 +198,23 @@ def lose_lease(dp: LocalDataPipeline, task: Task) -> None:
     ("take_away", "reason", "cleanup_raises"),
     [
         (lambda dp, task: dp.delete_pipeline(task.pipeline_id), CancelReason.PIPELINE_DELETED,
-         False),
-        (lambda dp, task: dp.forget_task(task.task_id), CancelReason.TASK_NOT_FOUND, False),
-        (lose_lease, CancelReason.LEASE_LOST, False),
-        (lambda dp, task: dp.cancel_task(task.task_id), CancelReason.REQUESTED, True),
-        (lambda dp, task: dp.forget_task(task.task_id), CancelReason.TASK_NOT_FOUND, True),
-        (lose_lease, CancelReason.LEASE_LOST, True),
+         None),
+        (lambda dp, task: dp.forget_task(task.task_id), CancelReason.TASK_NOT_FOUND, None),
+        (lose_lease, CancelReason.LEASE_LOST, None),
+        (lambda dp, task: dp.cancel_task(task.task_id), CancelReason.REQUESTED, RuntimeError),
+        (lambda dp, task: dp.forget_task(task.task_id), CancelReason.TASK_NOT_FOUND,
+         PreconditionFalse),
+        (lose_lease, CancelReason.LEASE_LOST, RuntimeError),
     ],
-    ids=["pipeline-deleted", "task-reassigned", "lease-lost",
-         "cancelled-cleanup-raises", "task-reassigned-cleanup-raises", "lease-lost-cleanup-raises"],
+    ids=["pipeline-deleted", "task-reassigned", "lease-lost", "cancelled-cleanup-raises",
+         "task-reassigned-cleanup-raises-false", "lease-lost-cleanup-raises"],
 )  # fmt: skip
 async def test_a_task_taken_away_under_its_handler_is_not_reported(
     dp: LocalDataPipeline,
     client: Any,
     take_away: Callable[[LocalDataPipeline, Task], object],
     reason: CancelReason,
-    cleanup_raises: bool,
+    cleanup_raises: type[Exception] | None,
 ) -> None:
     """Pipeline deleted, task reassigned or cancelled, or no report through for the lease:
     the handler is stopped with that reason and nothing is reported, even when its cleanup
@@ -225,14 +226,14 @@ async def test_a_task_taken_away_under_its_handler_is_not_reported(
             take_away(dp, task)
             await anyio.sleep_forever()
         finally:
-            if cleanup_raises:
-                raise RuntimeError("cleanup failed")
+            if cleanup_raises is not None:
+                raise cleanup_raises("cleanup failed")
 
     runner, events = make_runner(client, handle)
     await until(runner, lambda: events.wait_for("cancelled"))
     [cancelled] = events.of("cancelled")
     assert cancelled.reason is reason
-    assert isinstance(cancelled.error, RuntimeError if cleanup_raises else TaskCancelled)
+    assert isinstance(cancelled.error, cleanup_raises or TaskCancelled)
     assert statuses(dp, cancelled.task.task_id) == []
     assert not events.of("failed")
 

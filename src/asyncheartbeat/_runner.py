@@ -249,31 +249,31 @@ class TaskRunner:
         def event(kind: EventKind, **details: Any) -> TaskEvent:
             return TaskEvent(kind, task, anyio.current_time() - started, **details)
 
+        async def end(status: str, kind: EventKind, error: Exception | None = None) -> None:
+            fields = _error_fields(error) if status == "FAILED" and error is not None else {}
+            outcome = await self._set_status(task.task_id, status, heartbeat.last_success, **fields)
+            landed = outcome is True
+            self._emit(
+                event(kind if landed else "unreported", reason=_reason(outcome), error=error)
+            )
+
         try:
             try:
                 async with heartbeat:
                     await self._handler(task, heartbeat)
             except TaskCancelled as stopped:
                 self._emit(event("cancelled", reason=stopped.reason, error=stopped))
-            except PreconditionFalse as error:
-                outcome = await self._set_status(task.task_id, "FALSE", heartbeat.last_success)
-                self._emit(event("false" if outcome is True else "unreported",
-                                 reason=_reason(outcome), error=error))  # fmt: skip
             except Exception as error:
                 if heartbeat.cancel_reason is not None:
                     # The heartbeat stopped the work: the task is no longer ours to report,
                     # whatever the handler's cleanup raised afterwards.
                     self._emit(event("cancelled", reason=heartbeat.cancel_reason, error=error))
-                    return
-                outcome = await self._set_status(
-                    task.task_id, "FAILED", heartbeat.last_success, **_error_fields(error)
-                )
-                self._emit(event("failed" if outcome is True else "unreported",
-                                 reason=_reason(outcome), error=error))  # fmt: skip
+                elif isinstance(error, PreconditionFalse):
+                    await end("FALSE", "false", error)
+                else:
+                    await end("FAILED", "failed", error)
             else:
-                outcome = await self._set_status(task.task_id, "FINISHED", heartbeat.last_success)
-                self._emit(event("finished" if outcome is True else "unreported",
-                                 reason=_reason(outcome)))  # fmt: skip
+                await end("FINISHED", "finished")
         except anyio.get_cancelled_exc_class():
             self._emit(event("cancelled"))
             raise
