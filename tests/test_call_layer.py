@@ -393,6 +393,27 @@ async def test_a_mistake_in_the_background_stops_the_work_with_it() -> None:
     assert anyio.current_time() == 60
 
 
+async def test_a_mistake_met_by_a_second_attempt_is_raised_plainly() -> None:
+    """A programming mistake met by the second attempt beside a hung report stops the work
+    with HeartbeatError, as one met by any report does, never inside an ExceptionGroup."""
+    calls = 0
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first regular report hangs...
+            await anyio.sleep_forever()
+        if calls == 3:  # ...and the attempt beside it meets a mistake
+            raise TypeError("unexpected keyword argument")
+        return {"canceled": False}
+
+    with pytest.raises(HeartbeatError, match="TypeError"):
+        async with Heartbeat(MockClient(answer), "task-1", interval=10, lease_timeout=60,
+                             call_timeout=5):  # fmt: skip
+            await anyio.sleep(100)
+    assert calls == 3
+
+
 async def test_a_client_whose_method_is_not_a_coroutine_is_refused() -> None:
     """A sync client's answer (a dict, not an awaitable) is a mistake, named as one."""
 

@@ -41,6 +41,8 @@ GOOD = {"taskId": "t", "pipelineId": "df-1", "attemptId": "@a"}
     [
         ({**GOOD, "taskId": 123}, "no taskId"),
         ({**GOOD, "pipelineId": ""}, "no pipelineId"),
+        ({**GOOD, "taskId": "t" * 3000}, "taskId has 3000 characters"),
+        ({**GOOD, "taskId": "t-\x00"}, "taskId"),
         ({**GOOD, "objects": {"@a": {"fields": [{"stringValue": "x"}]}}}, "KeyError"),
         ({**GOOD, "objects": {"@a": {"fields": [{"key": 5, "stringValue": "x"}]}}}, "not text"),
         ({**GOOD, "objects": {"@a": "not an object"}}, "malformed"),

@@ -274,11 +274,17 @@ class Heartbeat:
                 assert isinstance(result, Answer)
                 # Decided now, not after the sleep: a loop blocked later must show as lateness.
                 due = timing.next_due(result.anchor, now, self._lease_end())
-        except Exception as exc:  # a programming error, or a bug of ours: stop the work
-            if not isinstance(exc, HeartbeatError):
-                logger.exception("heartbeat of task %r failed", self.task_id)
+        except Exception as exc:
+            self._crashed(exc)
+
+    def _crashed(self, exc: Exception) -> None:
+        """A programming error, or a bug of ours, in the background: stop the work, and let
+        `__aexit__` raise it (never out of the task group, which would wrap it)."""
+        if not isinstance(exc, HeartbeatError):
+            logger.exception("heartbeat of task %r failed", self.task_id)
+        if self._crash is None:
             self._crash = exc
-            self._body_scope.cancel(reason=f"asyncheartbeat: heartbeat of {self.task_id!r} failed")
+        self._body_scope.cancel(reason=f"asyncheartbeat: heartbeat of {self.task_id!r} failed")
 
     async def _sleep_until_due(self, due: float) -> tuple[float, float]:
         """Sleep until ``due``; return the slot the report is for (``due``, or the time it
@@ -415,7 +421,11 @@ class Heartbeat:
             self._hedge_timer.deadline = anyio.current_time() + delay
 
     async def _hedge(self, primary: anyio.CancelScope, deadline: float) -> None:
-        result = await self._report(None, deadline, hedge=True)
+        try:
+            result = await self._report(None, deadline, hedge=True)
+        except Exception as exc:
+            self._crashed(exc)
+            return
         decisive = isinstance(result, Answer) or result.reason is not None
         if decisive and self._primary is not None and self._primary[0] is primary:
             self._hedged = result

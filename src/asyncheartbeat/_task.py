@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from ._model import member_shape
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PipelineObject:
@@ -75,6 +77,10 @@ class Task:
         for key in ("taskId", "pipelineId", "attemptId"):
             if not isinstance(task_object.get(key), str) or not task_object[key]:
                 raise ValueError(f"the task object has no {key}: {_preview(task_object)}")
+        if problem := member_shape("ReportTaskProgressInput", "taskId").problem(
+            task_object["taskId"]
+        ):
+            raise ValueError(f"the task object's taskId {problem}: {_preview(task_object)}")
         try:
             objects = {
                 object_id: PipelineObject.from_wire({"id": object_id, **wire})
