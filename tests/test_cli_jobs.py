@@ -160,6 +160,20 @@ async def test_run_keeps_reporting_while_its_own_reader_stops_reading(
     assert out == "x" * 99 + "\n" * 0 + ("\n" + "x" * 99) * 9_999 + "\ndone\n"
 
 
+async def test_run_exits_on_sigterm_while_nobody_reads_its_output(dp: LocalDataPipeline) -> None:
+    """`yes` fills `run`'s output and nobody reads it: SIGTERM still ends `run` with 143
+    (the write that can never finish does not keep the process alive)."""
+    task_id = dp.add_task()
+    process = await start(command(dp, "run", "--task-id", task_id, *FAST, "--", "yes"))
+    with anyio.fail_after(10):
+        reports = len(await dp.wait_for_reports(task_id, 1))
+        await dp.wait_for_reports(task_id, reports + 3)  # the output pipe is full by now
+        process.send_signal(signal.SIGTERM)
+        await process.wait()
+    await process.aclose()
+    assert process.returncode == 143
+
+
 async def test_a_line_longer_than_the_limit_passes_through_unread(dp: LocalDataPipeline) -> None:
     """A field line longer than the limit is shown, not read for a field; lines after it are."""
     task_id = dp.add_task()

@@ -8,17 +8,20 @@ import dataclasses
 import json
 import logging
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 import anyio
 import anyio.abc
-import anyio.to_thread
+import anyio.from_thread
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._errors import CancelReason, HeartbeatError
@@ -178,26 +181,45 @@ def _group_runs(process: anyio.abc.Process) -> bool:
 
 
 def _pass_through(tg: anyio.abc.TaskGroup, out: IO[bytes]) -> MemoryObjectSendStream[bytes]:
-    """A stream whose chunks are written to ``out`` from a worker thread, in order.
+    """A stream whose chunks are written to ``out`` from a thread of its own, in order.
 
     A reader of ours that stops reading then blocks neither the event loop nor the
     heartbeat: the chunks wait (up to `OUTPUT_BUFFER`), then reading the command's output
-    waits, and the command blocks on its own pipe, as it would writing to a terminal.
+    waits, and the command blocks on its own pipe, as it would writing to a terminal. The
+    thread is a daemon: a write that never ends (nobody will ever read) is given up at exit
+    instead of keeping the process alive.
     """
     send, receive = anyio.create_memory_object_stream[bytes](OUTPUT_BUFFER)
+    token = anyio.lowlevel.current_token()
+    chunks: queue.SimpleQueue[tuple[bytes, anyio.Event] | None] = queue.SimpleQueue()
+
+    def write_in_order() -> None:
+        while (item := chunks.get()) is not None:
+            data, written = item
+            try:
+                out.write(data)
+                out.flush()
+            except (OSError, ValueError):  # our reader went away: nothing more will be read
+                pass
+            try:
+                anyio.from_thread.run_sync(written.set, token=token)
+            except RuntimeError:  # the event loop has ended
+                return
+
+    threading.Thread(target=write_in_order, name="asyncheartbeat:output", daemon=True).start()
 
     async def write_all() -> None:
-        with receive:
-            async for data in receive:
-                await anyio.to_thread.run_sync(_write, out, data, abandon_on_cancel=True)
+        try:
+            with receive:
+                async for data in receive:
+                    written = anyio.Event()
+                    chunks.put((data, written))
+                    await written.wait()
+        finally:
+            chunks.put(None)
 
     tg.start_soon(write_all)
     return send
-
-
-def _write(out: IO[bytes], data: bytes) -> None:
-    out.write(data)
-    out.flush()
 
 
 async def _read_fields(
