@@ -15,7 +15,7 @@ import pytest
 import trio.testing
 
 from asyncheartbeat import CallLayer, CancelReason, Heartbeat, HeartbeatError, TaskCancelled
-from asyncheartbeat._admission import MIN_LIMIT, Admission
+from asyncheartbeat._admission import FIRST_CALL_ALONE, MIN_LIMIT, Admission
 from asyncheartbeat._queue import TurnQueue
 from asyncheartbeat._throttle import OperationRate
 from asyncheartbeat.instrumentation import Event, EventKind
@@ -74,9 +74,10 @@ async def test_answers_slower_than_the_interval_keep_the_lease_and_no_call_is_cu
 async def test_a_new_clients_first_call_goes_alone_and_is_never_hedged(
     events: EventLog,
 ) -> None:
-    """The first call of a new client builds its HTTP session: it goes alone, however long
-    it takes, and no second attempt is charged to it."""
-    service = Service(latency=5)  # the session build, say
+    """The first call of a new client builds its HTTP session: it goes alone for a moment,
+    and no second attempt is charged to it; a slow first answer then holds the others back
+    no longer than that moment."""
+    service = Service(latency=5)  # a slow service, or a slow first answer
     layer = CallLayer(MockClient(service))
 
     async def job(n: int) -> None:
@@ -87,12 +88,35 @@ async def test_a_new_clients_first_call_goes_alone_and_is_never_hedged(
         for n in range(10):
             tg.start_soon(job, n)
             await anyio.lowlevel.checkpoint()
-        await anyio.sleep(4.9)
+        await anyio.sleep(FIRST_CALL_ALONE * 0.9)
         assert service.in_flight == 1
+        await anyio.sleep(FIRST_CALL_ALONE * 0.2)
+        assert service.in_flight == 10, "the others go without waiting for the first answer"
     assert not events.of(EventKind.HEDGED)[:1] or (
         events.index(events.of(EventKind.HEDGED)[0])
         > events.index(events.of(EventKind.ANSWERED)[0])
     )
+
+
+async def test_a_service_slower_than_a_clients_limit_gets_the_calls_it_needs() -> None:
+    """20 heartbeats on a new client, answers taking 3 s, a lease of 8 s: on a loop that does
+    not lag, the limit grows with the calls waiting instead of holding them back, and every
+    lease is kept (the naive loop keeps them all)."""
+    service = Service(latency=3)
+    layer = CallLayer(MockClient(service, max_pool_connections=22))
+    lost: list[str] = []
+
+    async def job(n: int) -> None:
+        try:
+            async with Heartbeat(layer, f"task-{n}", interval=2, lease_timeout=8):
+                await anyio.sleep(20)
+        except TaskCancelled as stopped:
+            lost.append(str(stopped))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(job, n)
+    assert lost == []
 
 
 async def test_a_hung_call_costs_one_call_timeout_not_the_lease() -> None:
@@ -199,6 +223,37 @@ async def test_the_limit_shrinks_when_the_loop_lags_but_not_for_a_slow_service()
     assert admission.limit == MIN_LIMIT
 
 
+async def test_a_call_about_to_miss_its_lease_goes_beyond_the_learned_limit() -> None:
+    """On a loop that lags, the learned limit stays low; a report that would otherwise be
+    sent too late for its answer to count takes a free connection beyond it, and no lease
+    is lost."""
+    service = Service(latency=1)
+    layer = CallLayer(MockClient(service, max_pool_connections=100))
+    lost: list[str] = []
+
+    async def lagging_loop() -> None:
+        while True:
+            layer.admission.loop_lag(0.5, anyio.current_time())
+            await anyio.sleep(0.5)
+
+    async def job(n: int) -> None:
+        try:
+            async with Heartbeat(layer, f"task-{n}", interval=1, lease_timeout=5):
+                await anyio.sleep(20)
+        except TaskCancelled as stopped:
+            lost.append(str(stopped))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lagging_loop)
+        async with anyio.create_task_group() as jobs:
+            for n in range(100):  # 20 reports/s needed; 16 at a time, each 1 s, give 16/s
+                jobs.start_soon(job, n)
+        tg.cancel_scope.cancel()
+    assert lost == []
+    assert layer.admission.limit < MIN_LIMIT + 1, "the lag kept the learned limit down"
+    assert service.most_in_flight > MIN_LIMIT, "and urgent calls went beyond it"
+
+
 async def test_every_place_freed_goes_to_a_waiting_call_at_once() -> None:
     """Calls ending together hand all their places to the callers waiting, in the same step:
     on a busy loop a place left for its waiter to claim stays empty until that waiter runs."""
@@ -244,7 +299,8 @@ async def test_a_place_handed_to_a_cancelled_caller_goes_to_the_next() -> None:
 
 
 async def test_calls_beyond_the_learned_limit_wait_their_turn() -> None:
-    """A new client lets one call in flight until its first answer, then up to the floor."""
+    """A new client lets one call in flight until its first answer (or a moment for the
+    session), then up to the floor, never beyond the pool."""
     service = Service(latency=1)
     layer = CallLayer(MockClient(service))
 
@@ -257,7 +313,7 @@ async def test_calls_beyond_the_learned_limit_wait_their_turn() -> None:
     async with anyio.create_task_group() as tg:
         for n in range(40):
             tg.start_soon(report, n)
-        await anyio.sleep(0.5)
+        await anyio.sleep(FIRST_CALL_ALONE * 0.9)
         assert service.in_flight == 1
     assert service.most_in_flight == min(MIN_LIMIT, 10)  # MockClient's pool is unknown: 10
 

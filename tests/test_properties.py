@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 import trio.testing
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from asyncheartbeat import CallLayer, CancelReason, Heartbeat, TaskCancelled
@@ -95,6 +95,9 @@ def run_scripted(script: list[tuple[float, str]], seed: int) -> dict[str, Any]:
 
 @settings(max_examples=100, deadline=None)
 @given(script=st.lists(calls, max_size=40), seed=st.integers(0, 2**32))
+# Found by hypothesis: an old hedge let go as a newer one answered took that answer from
+# the report it was for, which then counted as failed.
+@example(script=[(0.011, "ok"), (8.151, "ok"), (26.651, "ok"), (24.801, "ok")], seed=0)
 def test_the_schedule_keeps_its_promises_under_any_latency_and_failure(
     script: list[tuple[float, str]], seed: int
 ) -> None:

@@ -6,10 +6,15 @@ flight to keep up. So the limit is learned as it runs (additive increase, multip
 decrease, as TCP's window):
 
 - It starts at 1: a fresh client's first call builds aiobotocore's HTTP session (tens of ms
-  of CPU), alone, so that no other call waits on it from inside the client. Its answer
-  opens the limit to `MIN_LIMIT` (or the pool, if smaller).
+  of CPU), alone, so that no other call waits on it from inside the client. Its answer, or
+  `FIRST_CALL_ALONE` seconds, whichever comes first, opens the limit to `MIN_LIMIT` (or the
+  pool, if smaller): a slow service's first answer does not hold the others back.
 - It grows while it is what holds calls back: by one per answered call until the first sign
-  of congestion (slow start), then by one per window of answered calls.
+  of congestion (slow start), then by one per window of answered calls; and, while the loop
+  has not lagged for a second, by one for each call that would otherwise wait: on an idle
+  loop (a slow service), nothing is gained by holding calls back.
+- A call whose answer would come too late if it waited longer (its deadline less the
+  latency answers have shown) goes beyond the limit, if the pool has a connection free.
 - It shrinks by a quarter, at most once per `DECREASE_EVERY`, when the event loop is seen to
   lag: a heartbeat woken for its report runs more than `LOOP_LAG_LIMIT` late. A slow
   *service* does not shrink it: its latency says nothing about how much the client can
@@ -24,14 +29,29 @@ ends first goes first.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+
+import anyio
 
 from ._queue import TurnQueue
+
+#: How long an answer typically takes, in seconds, or None while it is not known.
+AnswerTime = Callable[[], float | None]
 
 #: aiobotocore's default ``max_pool_connections``, for a client that does not say.
 DEFAULT_POOL = 10
 #: The limit never falls below this (or the pool, if smaller): a loop that lags from other
 #: work still needs calls in flight to make any progress.
 MIN_LIMIT = 16
+#: A fresh client's first call goes alone this long (building aiobotocore's session takes
+#: tens of ms of CPU); then the others go too, without waiting for its answer.
+FIRST_CALL_ALONE = 0.5
+#: A waiting call is urgent once its deadline is this many answer times away: its answer
+#: may take twice as long as answers have, and still count.
+URGENT_ANSWERS = 2.0
+#: Below this many seconds to its deadline, a call waiting without a known answer time no
+#: longer looks again whether it is urgent.
+URGENCY_RECHECK = 0.01
 #: Loop lag above this is congestion.
 LOOP_LAG_LIMIT = 0.1
 #: At most one decrease per this many seconds: one lagging burst is one signal.
@@ -52,7 +72,9 @@ class Admission:
         self.long_calls = 0
         self.queue = TurnQueue(on_unused=self.leave)
         self._slow_start = True
-        self._last_decrease = -math.inf
+        self._warm = False
+        self._first_sent_at: float | None = None
+        self._last_decrease = self._last_lag = -math.inf
 
     @property
     def capacity(self) -> int:
@@ -63,11 +85,62 @@ class Admission:
         """Whether a call could go now without making another wait."""
         return self.in_flight < self.capacity and self.queue.empty()
 
-    async def enter(self, deadline: float) -> bool:
-        """Take a place on the wire before ``deadline``; False if none came free in time."""
-        if self.in_flight < self.capacity and self.queue.empty():
+    async def enter(self, deadline: float, *, answer_takes: AnswerTime | None = None) -> bool:
+        """Take a place on the wire before ``deadline``; False if none came free in time.
+
+        The limit grows at once when calls wait and the loop has not lagged for a second:
+        on an idle loop nothing is gained by holding calls back. A call still waiting when
+        its deadline is `URGENT_ANSWERS` answer times away goes beyond the limit, if the
+        pool has a connection free: the limit keeps a busy loop from slowing every call,
+        but a lost lease costs more than one call too many. ``answer_takes`` tells how long
+        an answer takes (None while no answer has shown it).
+        """
+        if self._take_if_free():
+            return True
+        if not self._warm and self._first_sent_at is not None:
+            # The first call builds the session; after that, a slow first *answer* must not
+            # hold the others back for a whole round trip.
+            alone_until = self._first_sent_at + FIRST_CALL_ALONE
+            if await self.queue.wait_turn(deadline, until=alone_until):
+                return True
+            self.first_answer()
+            if self._take_if_free():
+                return True
+        return await self._wait(deadline, answer_takes)
+
+    def _take_if_free(self) -> bool:
+        if self.in_flight >= self.capacity or not self.queue.empty():
+            return False
+        if self._first_sent_at is None:
+            self._first_sent_at = anyio.current_time()
+        self.in_flight += 1
+        return True
+
+    async def _wait(self, deadline: float, answer_takes: AnswerTime | None) -> bool:
+        if self.queue.empty() and self._grow_on_demand():
             self.in_flight += 1
             return True
+        while answer_takes is not None:
+            now = anyio.current_time()
+            typical = answer_takes()
+            if typical is None and deadline - now > URGENCY_RECHECK:
+                # How long answers take is not known yet: look again halfway there.
+                check_at = now + (deadline - now) / 2
+            elif typical is None:
+                break
+            else:
+                check_at = deadline - URGENT_ANSWERS * typical
+            if await self.queue.wait_turn(deadline, until=check_at):
+                return True
+            typical = answer_takes()
+            now = anyio.current_time()
+            if now >= deadline:
+                return False
+            if typical is not None and now >= deadline - URGENT_ANSWERS * typical:
+                if self.in_flight < self.pool - self.long_calls:
+                    self.in_flight += 1
+                    return True
+                break
         return await self.queue.wait_turn(deadline)
 
     def leave(self, *, answered: bool = False) -> None:
@@ -84,12 +157,25 @@ class Admission:
         self._hand_over()
 
     def _hand_over(self) -> None:
-        """Give every place free now to the callers waiting, the most urgent first."""
-        while self.in_flight < self.capacity and self.queue.hand_over():
+        """Give every place free now (or grown on demand) to the callers waiting, the most
+        urgent first."""
+        while not self.queue.empty() and (self.in_flight < self.capacity or self._grow_on_demand()):
+            self.queue.hand_over()
             self.in_flight += 1
+
+    def _grow_on_demand(self) -> bool:
+        """Raise the limit by one for a call that would wait, if the client is warm and the
+        loop has not lagged for a second; True if that made room for it."""
+        if not self._warm or self.limit >= self.pool:
+            return False
+        if anyio.current_time() - self._last_lag < DECREASE_EVERY:
+            return False
+        self.limit += 1
+        return self.in_flight < self.capacity
 
     def first_answer(self) -> None:
         """The client is warm: open up to the floor at once, and grow from there."""
+        self._warm = True
         self.limit = max(self.limit, min(self.pool, MIN_LIMIT))
         self._hand_over()
 
@@ -97,6 +183,7 @@ class Admission:
         """The event loop ran something at ``now``, ``lag`` seconds after it was due."""
         if lag <= LOOP_LAG_LIMIT:
             return
+        self._last_lag = now
         if now - self._last_decrease < DECREASE_EVERY:
             return
         self._last_decrease = now

@@ -270,7 +270,7 @@ class CallLayer:
                 f"the client's rate for {operation} left no turn before the deadline",
                 timed_out=True,
             )
-        if not await self.admission.enter(deadline):
+        if not await self.admission.enter(deadline, answer_takes=self._answer_takes):
             return Failure(
                 "the client had no capacity for another call before the deadline", timed_out=True
             )
@@ -374,6 +374,11 @@ class CallLayer:
         load: at least ``floor``, more while answers are slow. Whether one may go then is
         `may_hedge`'s to say."""
         return self.latency.overdue_after(floor)
+
+    def _answer_takes(self) -> float | None:
+        """How long an answer may take, as answers have shown (None before they have): a
+        call sent later than its deadline less this is urgent."""
+        return self.latency.overdue_after(0.0) if self.latency.smoothed is not None else None
 
     def may_hedge(self) -> bool:
         """Whether a second attempt may go now: not while the client has no spare capacity

@@ -361,7 +361,9 @@ class Heartbeat:
                 backoff_start=self._timing.backoff_start, backoff_cap=self._timing.interval,
             )  # fmt: skip
         if isinstance(reply, Failure):
-            if reply.superseded and self._hedged is not None:
+            # The answer of the hedge that superseded the report in flight is the report's
+            # to take, not that of an older hedge let go at the same moment.
+            if reply.superseded and not hedge and self._hedged is not None:
                 result, self._hedged = self._hedged, None
                 return result
             return reply

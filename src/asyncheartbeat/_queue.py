@@ -64,6 +64,7 @@ class TurnQueue:
         seconds_until_free: Callable[[float], float] | None = None,
         *,
         last_in_line: bool = False,
+        until: float | None = None,
     ) -> bool:
         """Wait until handed a turn, or until this caller heads the line and
         ``seconds_until_free(now)`` is 0.
@@ -71,10 +72,13 @@ class TurnQueue:
         Return False if ``deadline`` passes first. ``seconds_until_free`` returns how long
         until the head may go, or ``math.inf`` for "until `wake` is called"; without it, only
         `hand_over` gives a turn. With ``last_in_line``, the caller queues behind everyone
-        waiting now, however urgent.
+        waiting now, however urgent. With ``until``, it stops waiting then instead (still
+        placed in line by its ``deadline``).
         """
         waiter = _Waiter()
         place = deadline
+        if until is not None:
+            deadline = min(deadline, until)
         if last_in_line and self._heap:
             place = max([place, *(entry[0] for entry in self._heap)])
         heapq.heappush(self._heap, (place, next(self._order), waiter))
