@@ -250,8 +250,8 @@ async def test_a_call_about_to_miss_its_lease_goes_beyond_the_learned_limit() ->
                 jobs.start_soon(job, n)
         tg.cancel_scope.cancel()
     assert lost == []
-    assert layer.admission.limit < MIN_LIMIT + 1, "the lag kept the learned limit down"
-    assert service.most_in_flight > MIN_LIMIT, "and urgent calls went beyond it"
+    assert layer.admission.limit < 2 * MIN_LIMIT, "the lag kept the learned limit down"
+    assert service.most_in_flight > 2 * MIN_LIMIT, "and urgent calls went beyond it"
 
 
 async def test_every_place_freed_goes_to_a_waiting_call_at_once() -> None:

@@ -7,6 +7,8 @@ ALPHA = 1 / 8
 BETA = 1 / 4
 #: How many deviations above the smoothed latency an answer may come before a hedge.
 DEVIATIONS = 4
+#: ...and at least this share of the smoothed latency above it.
+SLOWER_SHARE = 0.5
 
 
 class Latency:
@@ -30,4 +32,7 @@ class Latency:
         are slow or vary."""
         if self.smoothed is None:
             return floor
-        return max(floor, self.smoothed + DEVIATIONS * self.deviation)
+        # Answers that all take about as long leave no deviation to go by: a call is not
+        # overdue before it has taken half as long again as they do.
+        margin = max(DEVIATIONS * self.deviation, SLOWER_SHARE * self.smoothed)
+        return max(floor, self.smoothed + margin)
