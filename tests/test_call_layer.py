@@ -98,6 +98,36 @@ async def test_a_new_clients_first_call_goes_alone_and_is_never_hedged(
     )
 
 
+async def test_a_new_clients_hung_first_call_holds_the_others_back_only_briefly() -> None:
+    """The first call of a new client hangs: the others wait for it a quarter of their
+    time at most, then go, and the hung one gets its second attempt once one answered."""
+    first = True
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        nonlocal first
+        if first:
+            first = False
+            await anyio.sleep_forever()
+        await anyio.sleep(0.1)
+        return {"canceled": False}
+
+    layer = CallLayer(MockClient(answer, max_pool_connections=32))
+    lost: list[str] = []
+
+    async def job(n: int) -> None:
+        try:
+            async with Heartbeat(layer, f"task-{n}", interval=0.1, lease_timeout=0.6,
+                                 call_timeout=0.1):  # fmt: skip
+                await anyio.sleep(2)
+        except TaskCancelled as stopped:
+            lost.append(str(stopped))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(job, n)
+    assert lost == []
+
+
 async def test_a_service_slower_than_a_clients_limit_gets_the_calls_it_needs() -> None:
     """20 heartbeats on a new client, answers taking 3 s, a lease of 8 s: on a loop that does
     not lag, the limit grows with the calls waiting instead of holding them back, and every

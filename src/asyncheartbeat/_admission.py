@@ -43,8 +43,9 @@ DEFAULT_POOL = 10
 #: The limit never falls below this (or the pool, if smaller): a loop that lags from other
 #: work still needs calls in flight to make any progress.
 MIN_LIMIT = 16
-#: A fresh client's first call goes alone this long (building aiobotocore's session takes
-#: tens of ms of CPU); then the others go too, without waiting for its answer.
+#: A fresh client's first call goes alone this long at most (building aiobotocore's session
+#: takes tens of ms of CPU), and no longer than a quarter of the time a waiting call has
+#: left; then the others go too, without waiting for its answer.
 FIRST_CALL_ALONE = 0.5
 #: A waiting call is urgent once its deadline is this many answer times away: its answer
 #: may take twice as long as answers have, and still count.
@@ -100,7 +101,9 @@ class Admission:
         if not self._warm and self._first_sent_at is not None:
             # The first call builds the session; after that, a slow first *answer* must not
             # hold the others back for a whole round trip.
-            alone_until = self._first_sent_at + FIRST_CALL_ALONE
+            # ...nor for more than a quarter of the time a waiting call has left.
+            now = anyio.current_time()
+            alone_until = min(self._first_sent_at + FIRST_CALL_ALONE, now + (deadline - now) / 4)
             if await self.queue.wait_turn(deadline, until=alone_until):
                 return True
             self.first_answer()
