@@ -479,6 +479,31 @@ async def test_a_mistake_in_the_background_stops_the_work_with_it() -> None:
     assert anyio.current_time() == 60
 
 
+async def test_a_fatal_answer_to_a_second_attempt_stops_the_work_after_its_report_was_answered() -> (
+    None
+):
+    """The report answers first, then the attempt beside it hears that the task is gone:
+    that is the service's latest word, so the work stops and nothing more is reported."""
+    calls = 0
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first regular report is slow...
+            await anyio.sleep(7)
+        if calls == 3:  # ...and the attempt beside it hears, later, that the task is gone
+            await anyio.sleep(3)
+            raise MockServiceError("TaskNotFoundException")
+        return {"canceled": False}
+
+    with pytest.raises(TaskCancelled) as caught:
+        async with Heartbeat(MockClient(answer), "task-1", interval=10, lease_timeout=60,
+                             call_timeout=5):  # fmt: skip
+            await anyio.sleep(100)
+    assert caught.value.reason is CancelReason.TASK_NOT_FOUND
+    assert calls == 3
+
+
 async def test_a_mistake_met_by_a_second_attempt_is_raised_plainly() -> None:
     """A programming mistake met by the second attempt beside a hung report stops the work
     with HeartbeatError, as one met by any report does, never inside an ExceptionGroup."""

@@ -261,9 +261,13 @@ class Heartbeat:
         try:
             while True:
                 planned, woke_at = await self._sleep_until_due(due)
+                if self.cancel_reason is not None:  # a late verdict came meanwhile
+                    return
                 if planned == due:
                     self._note_lateness(due, woke_at)
                 result = await self._report(planned, self._lease_end)
+                if self.cancel_reason is not None:
+                    return
                 now = result.answered_at if isinstance(result, Answer) else anyio.current_time()
                 if planned == due:
                     self._layer.report_due(now, now - due, timing.lateness_threshold)
@@ -432,6 +436,19 @@ class Heartbeat:
         if decisive and self._primary is not None and self._primary[0] is primary:
             self._hedged = result
             primary.cancel()
+        elif isinstance(result, Failure) and result.reason is not None:
+            # The service's latest word, after the report beside which this went was
+            # answered: the task is gone (or the reports refused), whatever came before.
+            self._stop_after_late_verdict(result)
+
+    def _stop_after_late_verdict(self, result: Failure) -> None:
+        if self.cancel_reason is not None or self._state is not _State.RUNNING:
+            return
+        assert result.reason is not None
+        self._record_cancel(result.reason, result.description, result.error)
+        self._body_scope.cancel(reason=f"asyncheartbeat: {self._task_cancelled()}")
+        if self._sleep_scope is not None:  # the keep-alive task sees the verdict, and ends
+            self._sleep_scope.cancel()
 
     async def _final_report(self) -> None:
         """Send the fields that changed since the last answered report, bounded by call_timeout."""
