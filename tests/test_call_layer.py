@@ -479,9 +479,7 @@ async def test_a_mistake_in_the_background_stops_the_work_with_it() -> None:
     assert anyio.current_time() == 60
 
 
-async def test_a_fatal_answer_to_a_second_attempt_stops_the_work_after_its_report_was_answered() -> (
-    None
-):
+async def test_a_late_fatal_answer_to_a_second_attempt_stops_the_work() -> None:
     """The report answers first, then the attempt beside it hears that the task is gone:
     that is the service's latest word, so the work stops and nothing more is reported."""
     calls = 0
