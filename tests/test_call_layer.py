@@ -55,6 +55,24 @@ class Service:
         return {"canceled": False}
 
 
+async def leases_lost(layer: CallLayer, count: int, seconds: float, **timing: Any) -> list[str]:
+    """Run ``count`` heartbeats on ``layer`` around ``seconds`` of work each; return how
+    those that were stopped were stopped."""
+    lost: list[str] = []
+
+    async def job(n: int) -> None:
+        try:
+            async with Heartbeat(layer, f"task-{n}", **timing):
+                await anyio.sleep(seconds)
+        except TaskCancelled as stopped:
+            lost.append(str(stopped))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(count):
+            tg.start_soon(job, n)
+    return lost
+
+
 # 1. Calls bounded by the lease ------------------------------------------------------------
 
 
@@ -112,20 +130,7 @@ async def test_a_new_clients_hung_first_call_holds_the_others_back_only_briefly(
         return {"canceled": False}
 
     layer = CallLayer(MockClient(answer, max_pool_connections=32))
-    lost: list[str] = []
-
-    async def job(n: int) -> None:
-        try:
-            async with Heartbeat(layer, f"task-{n}", interval=0.1, lease_timeout=0.6,
-                                 call_timeout=0.1):  # fmt: skip
-                await anyio.sleep(2)
-        except TaskCancelled as stopped:
-            lost.append(str(stopped))
-
-    async with anyio.create_task_group() as tg:
-        for n in range(20):
-            tg.start_soon(job, n)
-    assert lost == []
+    assert await leases_lost(layer, 20, 2, interval=0.1, lease_timeout=0.6, call_timeout=0.1) == []
 
 
 async def test_a_service_slower_than_a_clients_limit_gets_the_calls_it_needs() -> None:
@@ -134,19 +139,7 @@ async def test_a_service_slower_than_a_clients_limit_gets_the_calls_it_needs() -
     lease is kept (the naive loop keeps them all)."""
     service = Service(latency=3)
     layer = CallLayer(MockClient(service, max_pool_connections=22))
-    lost: list[str] = []
-
-    async def job(n: int) -> None:
-        try:
-            async with Heartbeat(layer, f"task-{n}", interval=2, lease_timeout=8):
-                await anyio.sleep(20)
-        except TaskCancelled as stopped:
-            lost.append(str(stopped))
-
-    async with anyio.create_task_group() as tg:
-        for n in range(20):
-            tg.start_soon(job, n)
-    assert lost == []
+    assert await leases_lost(layer, 20, 20, interval=2, lease_timeout=8) == []
 
 
 async def test_a_hung_call_costs_one_call_timeout_not_the_lease() -> None:
@@ -181,19 +174,7 @@ async def test_a_hung_call_sent_while_others_wait_still_gets_a_second_attempt() 
         return {"canceled": False}
 
     layer = CallLayer(MockClient(answer, max_pool_connections=100))
-    lost: list[str] = []
-
-    async def job(n: int) -> None:
-        try:
-            async with Heartbeat(layer, f"task-{n}", interval=1, lease_timeout=10, call_timeout=1):
-                await anyio.sleep(20)
-        except TaskCancelled:
-            lost.append(f"task-{n}")
-
-    async with anyio.create_task_group() as tg:
-        for n in range(30):
-            tg.start_soon(job, n)
-    assert lost == []
+    assert await leases_lost(layer, 30, 20, interval=1, lease_timeout=10, call_timeout=1) == []
 
 
 async def test_the_acknowledgement_gives_up_after_the_services_two_minutes() -> None:
@@ -380,19 +361,7 @@ async def test_throttling_slows_the_whole_client_and_keeps_every_lease(
     lease = 100 / (10 / capacity_over_need)  # 100 tasks, one report per lease each
     service = TokenBucket(rate=10, burst=100)
     layer = CallLayer(MockClient(service, max_pool_connections=50))
-    lost: list[str] = []
-
-    async def job(n: int) -> None:
-        try:
-            async with Heartbeat(layer, f"task-{n}", interval=4, lease_timeout=lease):
-                await anyio.sleep(300)
-        except TaskCancelled:
-            lost.append(f"task-{n}")
-
-    async with anyio.create_task_group() as tg:
-        for n in range(100):
-            tg.start_soon(job, n)
-    assert lost == []
+    assert await leases_lost(layer, 100, 300, interval=4, lease_timeout=lease) == []
     assert service.throttled <= 0.25 * service.answered
     rate = layer.rate("ReportTaskProgress")
     assert rate is not None
