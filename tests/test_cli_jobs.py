@@ -145,9 +145,10 @@ async def test_run_keeps_reporting_while_its_own_reader_stops_reading(
     """The command prints 1 MB while nobody reads `run`'s output: the reports go on (its
     output path never blocks the event loop), and every byte arrives once it is read."""
     task_id = dp.add_task()
+    # The command (not this test) pauses a second after its 1 MB, while nobody reads.
     script = (
-        "import sys, time; sys.stdout.write(('x' * 99 + '\\n') * 10_000); sys.stdout.flush();"
-        " time.sleep(1); print('done')"
+        "import sys, select; sys.stdout.write(('x' * 99 + '\\n') * 10_000); sys.stdout.flush();"
+        " select.select([], [], [], 1); print('done')"
     )
     process = await start(command(dp, "run", "--task-id", task_id, *FAST,
                                   "--", sys.executable, "-c", script))  # fmt: skip
