@@ -13,8 +13,9 @@ decrease, as TCP's window):
   of congestion (slow start), then by one per window of answered calls; and, while the loop
   has not lagged for a second, by one for each call that would otherwise wait: on an idle
   loop (a slow service), nothing is gained by holding calls back.
-- A call whose answer would come too late if it waited longer (its deadline less the
-  latency answers have shown) goes beyond the limit, if the pool has a connection free.
+- A call whose answer would come too late if it waited longer (its deadline is
+  `URGENT_ANSWERS` answer times away, as answers have shown them) goes beyond the limit,
+  if the pool has a connection free.
 - It shrinks by a quarter, at most once per `DECREASE_EVERY`, when the event loop is seen to
   lag: a heartbeat woken for its report runs more than `LOOP_LAG_LIMIT` late. A slow
   *service* does not shrink it: its latency says nothing about how much the client can
@@ -123,23 +124,24 @@ class Admission:
         if self.queue.empty() and self._grow_on_demand():
             self.in_flight += 1
             return True
+
+        def urgent_at() -> float | None:
+            typical = answer_takes() if answer_takes is not None else None
+            return None if typical is None else deadline - URGENT_ANSWERS * typical
+
         while answer_takes is not None:
             now = anyio.current_time()
-            typical = answer_takes()
-            if typical is None and deadline - now > URGENCY_RECHECK:
+            if (check_at := urgent_at()) is None:
+                if deadline - now <= URGENCY_RECHECK:
+                    break
                 # How long answers take is not known yet: look again halfway there.
                 check_at = now + (deadline - now) / 2
-            elif typical is None:
-                break
-            else:
-                check_at = deadline - URGENT_ANSWERS * typical
             if await self.queue.wait_turn(deadline, until=check_at):
                 return True
-            typical = answer_takes()
             now = anyio.current_time()
             if now >= deadline:
                 return False
-            if typical is not None and now >= deadline - URGENT_ANSWERS * typical:
+            if (urgent := urgent_at()) is not None and now >= urgent:
                 if self.in_flight < self.pool - self.long_calls:
                     self.in_flight += 1
                     return True
