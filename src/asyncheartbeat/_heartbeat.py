@@ -272,8 +272,7 @@ class Heartbeat:
                 if planned == due:
                     self._layer.report_due(now, now - due, timing.lateness_threshold)
                 if (verdict := self._verdict(result)) is not None:
-                    self._record_cancel(*verdict)
-                    self._body_scope.cancel(reason=f"asyncheartbeat: {self._task_cancelled()}")
+                    self._stop_work(*verdict)
                     return
                 assert isinstance(result, Answer)
                 # Decided now, not after the sleep: a loop blocked later must show as lateness.
@@ -445,8 +444,7 @@ class Heartbeat:
         if self.cancel_reason is not None or self._state is not _State.RUNNING:
             return
         assert result.reason is not None
-        self._record_cancel(result.reason, result.description, result.error)
-        self._body_scope.cancel(reason=f"asyncheartbeat: {self._task_cancelled()}")
+        self._stop_work(result.reason, result.description, result.error)
         if self._sleep_scope is not None:  # the keep-alive task sees the verdict, and ends
             self._sleep_scope.cancel()
 
@@ -482,6 +480,11 @@ class Heartbeat:
             f"{result.description}",
             result.error,
         )
+
+    def _stop_work(self, reason: CancelReason, detail: str, cause: BaseException | None) -> None:
+        """Record the verdict and cancel the body with it."""
+        self._record_cancel(reason, detail, cause)
+        self._body_scope.cancel(reason=f"asyncheartbeat: {self._task_cancelled()}")
 
     def _record_cancel(
         self, reason: CancelReason, detail: str, cause: BaseException | None
