@@ -31,7 +31,7 @@ from _client import FIELDS, add_tasks, bench_client, rss_bytes
 from aiobotocore.session import get_session
 from botocore.config import Config
 
-from asyncheartbeat import Heartbeat, TaskCancelled
+from asyncheartbeat import Heartbeat, TaskStopped
 from asyncheartbeat.testing import EmulatorProcess, Fault
 
 APPROACHES = ("Heartbeat", "naive loop", "boto3 + to_thread")
@@ -142,7 +142,7 @@ async def heartbeat_job(client: Any, task_id: str) -> str:
     try:
         async with Heartbeat(client, task_id, interval=INTERVAL, lease_timeout=REASSIGN_AFTER):
             await asyncio.sleep(JOB_SECONDS)
-    except TaskCancelled as stopped:
+    except TaskStopped as stopped:
         return f"work stopped: {stopped.reason.value}"
     return "job ran to its end"
 

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 from _client import bench_client
 
-from asyncheartbeat import Heartbeat, TaskCancelled
+from asyncheartbeat import Heartbeat, TaskStopped
 from asyncheartbeat.testing import EmulatorProcess
 
 INTERVAL, LEASE = 1.0, 5.0
@@ -55,7 +55,7 @@ async def job(client: SendTimes, task_id: str, work: Callable[[], Any]) -> str:
             await anyio.sleep(0.2)
             await work()
             await anyio.sleep(1.5)
-    except TaskCancelled as stopped:
+    except TaskStopped as stopped:
         return f"stopped the work: {stopped.reason.value}"
     return "kept the task"
 

@@ -12,7 +12,7 @@ report timeout) is the heartbeats' ``lease_timeout``. A lease is lost when the e
 says so, the same test for both sides: at the end of the run, while every task still
 reports, each task's attempt is read back (``dp.attempt``), and one no longer RUNNING
 (TIMEDOUT: it went a lease without a report, and was handed out again) is lost. Beside it,
-for Heartbeat, its own verdicts (`TaskCancelled`, LEASE_LOST or another reason).
+for Heartbeat, its own verdicts (`TaskStopped`, LEASE_LOST or another reason).
 
 - ``slow``: every answer 1.5 intervals late, then answers 1.2 intervals late on 20, 35 and
   50 % of the calls (``Fault.delay`` for every task, ``times=None``). Both sides at once,
@@ -54,7 +54,7 @@ import anyio
 from _client import add_tasks, percentile
 from aiobotocore.session import get_session
 
-from asyncheartbeat import CallLayer, Heartbeat, TaskCancelled, client_config
+from asyncheartbeat import CallLayer, Heartbeat, TaskStopped, client_config
 from asyncheartbeat.instrumentation import Event, EventKind
 from asyncheartbeat.testing import EmulatorProcess, Fault, RateLimit
 
@@ -173,7 +173,7 @@ async def heartbeat(layer: CallLayer, task_id: str, run: Run, verdicts: dict[str
     try:
         async with Heartbeat(layer, task_id, interval=run.interval, lease_timeout=run.lease):
             await anyio.sleep_forever()
-    except TaskCancelled as stopped:
+    except TaskStopped as stopped:
         verdicts[task_id] = stopped.reason.value
 
 

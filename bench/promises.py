@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 from _client import add_tasks, bench_client, percentile
 
-from asyncheartbeat import Heartbeat, TaskCancelled
+from asyncheartbeat import Heartbeat, TaskStopped
 from asyncheartbeat.testing import EmulatorProcess, Fault
 
 INTERVAL = 0.05
@@ -67,7 +67,7 @@ async def cancellation(
             except anyio.get_cancelled_exc_class():
                 delivered = anyio.current_time()
                 raise
-    except TaskCancelled:
+    except TaskStopped:
         pass
     return delivered - client.answered_at, client.round_trip
 

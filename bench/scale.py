@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import anyio
 from _client import FIELDS, add_tasks, bare, bench_client, percentile, rss_bytes
 
-from asyncheartbeat import Heartbeat, TaskCancelled
+from asyncheartbeat import Heartbeat, TaskStopped
 from asyncheartbeat._client import Answer, Failure
 from asyncheartbeat.testing import EmulatorProcess
 
@@ -88,7 +88,7 @@ class Jobs:
             async with heartbeat:
                 self._started()
                 await self.stop.wait()
-        except TaskCancelled as stopped:
+        except TaskStopped as stopped:
             self._ended(stopped.reason.value)
         else:
             self._ended("kept")

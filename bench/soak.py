@@ -9,9 +9,9 @@ ends another starts. Each job's fate is drawn when it starts:
 | fate | what happens | the outcome it must have |
 | --- | --- | --- |
 | finish | the job runs 1-12 s, setting a field now and then | the block ends normally; FINISHED |
-| cancel | SetStatus CANCEL on its attempt at a random moment | TaskCancelled(REQUESTED) |
-| delete | its pipeline is deleted at a random moment | TaskCancelled(PIPELINE_DELETED) |
-| reassign | the service takes the task back at a random moment | TaskCancelled(TASK_NOT_FOUND) |
+| cancel | SetStatus CANCEL on its attempt at a random moment | TaskStopped(REQUESTED) |
+| delete | its pipeline is deleted at a random moment | TaskStopped(PIPELINE_DELETED) |
+| reassign | the service takes the task back at a random moment | TaskStopped(TASK_NOT_FOUND) |
 
 Jobs whose fate is not "finish" run until stopped, which must happen within the lease.
 No lease may be lost: the faults leave a success within every lease possible. The exit
@@ -33,7 +33,7 @@ from typing import Any
 import anyio
 from _client import bench_client, percentile, rss_bytes
 
-from asyncheartbeat import CancelReason, Heartbeat, TaskCancelled
+from asyncheartbeat import CancelReason, Heartbeat, TaskStopped
 from asyncheartbeat.testing import EmulatorProcess, Fault
 
 INTERVAL, LEASE, CALL_TIMEOUT = 1.0, 10.0, 1.0
@@ -92,7 +92,7 @@ class Soak:
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(act)
                         await anyio.sleep(LEASE + 10)  # stopped long before, or a failure
-        except TaskCancelled as stopped:
+        except TaskStopped as stopped:
             outcome = stopped.reason.value
             if acted_at:
                 self.stop_delays.append(anyio.current_time() - acted_at[0])

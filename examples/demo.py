@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 from aiobotocore.session import get_session
 
-from asyncheartbeat import Heartbeat, Task, TaskCancelled, TaskEvent, TaskRunner
+from asyncheartbeat import Heartbeat, Task, TaskEvent, TaskRunner, TaskStopped
 from asyncheartbeat.testing import LocalDataPipeline
 
 INTERVAL = 0.5  # seconds between reports; 60 in production
@@ -48,7 +48,7 @@ async def copy_rows(client: Any, task_id: str) -> None:
                 await anyio.sleep(STEP_TIME)
                 hb.set_field("rowsCopied", str(step * 1000))
             say(task_id, f"work done after {hb.beats} reports")
-    except TaskCancelled as stopped:
+    except TaskStopped as stopped:
         say(task_id, f"stopped: {stopped.reason.name} ({stopped.detail}); no SetTaskStatus needed")
     else:
         say(task_id, "finished: the caller would now report FINISHED")

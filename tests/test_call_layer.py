@@ -14,7 +14,7 @@ import anyio.lowlevel
 import pytest
 import trio.testing
 
-from asyncheartbeat import CallLayer, CancelReason, Heartbeat, HeartbeatError, TaskCancelled
+from asyncheartbeat import CallLayer, CancelReason, Heartbeat, HeartbeatError, TaskStopped
 from asyncheartbeat._admission import FIRST_CALL_ALONE, MIN_LIMIT, Admission
 from asyncheartbeat._queue import TurnQueue
 from asyncheartbeat._throttle import OperationRate
@@ -64,7 +64,7 @@ async def leases_lost(layer: CallLayer, count: int, seconds: float, **timing: An
         try:
             async with Heartbeat(layer, f"task-{n}", **timing):
                 await anyio.sleep(seconds)
-        except TaskCancelled as stopped:
+        except TaskStopped as stopped:
             lost.append(str(stopped))
 
     async with anyio.create_task_group() as tg:
@@ -183,7 +183,7 @@ async def test_the_acknowledgement_gives_up_after_the_services_two_minutes() -> 
     def fail(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
         raise MockServiceError("InternalServiceError", status=500)
 
-    with pytest.raises(TaskCancelled) as caught:
+    with pytest.raises(TaskStopped) as caught:
         async with Heartbeat(MockClient(fail), "task-1", interval=60, lease_timeout=600):
             pytest.fail("the body ran")
     assert caught.value.reason is CancelReason.LEASE_LOST
@@ -251,7 +251,7 @@ async def test_a_call_about_to_miss_its_lease_goes_beyond_the_learned_limit() ->
         try:
             async with Heartbeat(layer, f"task-{n}", interval=1, lease_timeout=5):
                 await anyio.sleep(20)
-        except TaskCancelled as stopped:
+        except TaskStopped as stopped:
             lost.append(str(stopped))
 
     async with anyio.create_task_group() as tg:
@@ -463,7 +463,7 @@ async def test_a_late_fatal_answer_to_a_second_attempt_stops_the_work() -> None:
             raise MockServiceError("TaskNotFoundException")
         return {"canceled": False}
 
-    with pytest.raises(TaskCancelled) as caught:
+    with pytest.raises(TaskStopped) as caught:
         async with Heartbeat(MockClient(answer), "task-1", interval=10, lease_timeout=60,
                              call_timeout=5):  # fmt: skip
             await anyio.sleep(100)
@@ -524,7 +524,7 @@ async def test_every_outcome_is_an_event_for_the_layers_hooks(events: EventLog) 
 
     own: list[Event] = []
     layer = CallLayer(MockClient(answer), hooks=[own.append])
-    with pytest.raises(TaskCancelled):
+    with pytest.raises(TaskStopped):
         async with Heartbeat(layer, "task-1", interval=10, lease_timeout=60):
             await anyio.sleep_forever()
     kinds = [e.kind for e in own]
@@ -554,7 +554,7 @@ async def test_backoff_jitter_comes_from_the_layers_random_source() -> None:
         seen: list[Event] = []
         client = MockClient(fail)
         layer = CallLayer(client, hooks=[seen.append], random_source=random.Random(seed))
-        with pytest.raises(TaskCancelled):
+        with pytest.raises(TaskStopped):
             async with Heartbeat(layer, "task-1", interval=10, lease_timeout=60):
                 await anyio.sleep_forever()
         return [e.delay for e in seen if e.kind is EventKind.RETRIED and e.delay is not None]

@@ -15,8 +15,8 @@ from asyncheartbeat import (
     Heartbeat,
     HeartbeatError,
     Task,
-    TaskCancelled,
     TaskRunner,
+    TaskStopped,
 )
 from asyncheartbeat.instrumentation import EventKind
 from asyncheartbeat.testing import Fault, LocalDataPipeline, RateLimit
@@ -34,7 +34,7 @@ async def run_fleet(client: Any, task_ids: list[str], seconds: float, **timing: 
         try:
             async with Heartbeat(client, task_id, **timing):
                 await anyio.sleep(seconds)
-        except TaskCancelled as cancelled:
+        except TaskStopped as cancelled:
             stopped.append(f"{task_id}: {cancelled}")
 
     async with anyio.create_task_group() as tg:
@@ -229,7 +229,7 @@ async def test_the_verdict_names_the_lost_lease_not_a_cut_call(
 ) -> None:
     """A service that never answers loses the lease at its end, with all attempts named."""
     task_id = dp.add_task()
-    with anyio.fail_after(3), pytest.raises(TaskCancelled) as caught:
+    with anyio.fail_after(3), pytest.raises(TaskStopped) as caught:
         async with Heartbeat(client, task_id, interval=0.1, lease_timeout=0.6) as hb:
             dp.inject(Fault.hang(), task_id=task_id, times=None)
             await anyio.sleep_forever()

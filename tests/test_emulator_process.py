@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from asyncheartbeat import CancelReason, Heartbeat, TaskCancelled
+from asyncheartbeat import CancelReason, Heartbeat, TaskStopped
 from asyncheartbeat._cli import main
 from asyncheartbeat.testing import EmulatorProcess, Fault, LocalDataPipeline
 
@@ -25,7 +25,7 @@ async def test_a_heartbeat_against_an_emulator_process() -> None:
         task_id = await dp.add_task()
         await dp.inject(Fault.error("ThrottlingException"), task_id=task_id)
         async with make_client(dp) as client:
-            with anyio.fail_after(5), pytest.raises(TaskCancelled) as caught:
+            with anyio.fail_after(5), pytest.raises(TaskStopped) as caught:
                 async with Heartbeat(client, task_id, interval=0.1, lease_timeout=1) as hb:
                     hb.set_field("stage", "copy")
                     await hb.beat()

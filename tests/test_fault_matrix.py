@@ -8,7 +8,7 @@ import asyncio
 import anyio
 import pytest
 
-from asyncheartbeat import CancelReason, Heartbeat, TaskCancelled
+from asyncheartbeat import CancelReason, Heartbeat, TaskStopped
 from asyncheartbeat.testing import Fault, LocalDataPipeline
 
 from .conftest import RecordingClient, client_config, make_client
@@ -71,7 +71,7 @@ async def run_matrix(dp: LocalDataPipeline, client: RecordingClient) -> None:
             ) as hb:
                 await anyio.sleep(RUN_FOR)
             reason = hb.cancel_reason
-        except TaskCancelled as refused:  # the acknowledgement itself never got through
+        except TaskStopped as refused:  # the acknowledgement itself never got through
             reason = refused.reason
         ended[task_id] = (reason, anyio.current_time())
 

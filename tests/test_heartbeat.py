@@ -11,7 +11,7 @@ import anyio
 import pytest
 from botocore import UNSIGNED
 
-from asyncheartbeat import CancelReason, Heartbeat, TaskCancelled, run_with_heartbeat
+from asyncheartbeat import CancelReason, Heartbeat, TaskStopped, run_with_heartbeat
 from asyncheartbeat.instrumentation import EventKind
 from asyncheartbeat.testing import Fault, LocalDataPipeline
 
@@ -56,11 +56,11 @@ async def test_entering_acknowledges_before_the_body_runs(
 async def test_canceled_acknowledgement_raises_before_the_body(
     dp: LocalDataPipeline, client: Any
 ) -> None:
-    """An acknowledgement answered canceled raises TaskCancelled and the body never runs."""
+    """An acknowledgement answered canceled raises TaskStopped and the body never runs."""
     task_id = dp.add_task()
     dp.cancel_task(task_id)
     body_ran = False
-    with pytest.raises(TaskCancelled) as caught:
+    with pytest.raises(TaskStopped) as caught:
         async with Heartbeat(client, task_id, **FAST):
             body_ran = True
     assert not body_ran
@@ -75,7 +75,7 @@ async def test_refused_acknowledgement_raises_even_without_raise_on_cancel(
     """A context manager cannot skip its body, so a refused acknowledgement always raises."""
     task_id = dp.add_task()
     dp.forget_task(task_id)
-    with pytest.raises(TaskCancelled) as caught:
+    with pytest.raises(TaskStopped) as caught:
         async with Heartbeat(client, task_id, raise_on_cancel=False, **FAST):
             pytest.fail("the body ran")
     assert caught.value.reason is CancelReason.TASK_NOT_FOUND
@@ -100,7 +100,7 @@ async def test_acknowledgement_gives_up_when_the_lease_runs_out(
     task_id = dp.add_task()
     dp.inject(Fault.error("ServiceUnavailable", status=503), task_id=task_id, times=None)
     started = anyio.current_time()
-    with anyio.fail_after(2), pytest.raises(TaskCancelled) as caught:
+    with anyio.fail_after(2), pytest.raises(TaskStopped) as caught:
         async with Heartbeat(client, task_id, interval=0.1, lease_timeout=0.4):
             pytest.fail("the body ran")
     assert caught.value.reason is CancelReason.LEASE_LOST
@@ -149,10 +149,10 @@ async def test_a_slow_call_does_not_push_the_schedule_back(
 
 
 async def test_canceled_answer_cancels_the_body_at_once(dp: LocalDataPipeline, client: Any) -> None:
-    """canceled: true cancels the body with a reason, and TaskCancelled(REQUESTED) is raised."""
+    """canceled: true cancels the body with a reason, and TaskStopped(REQUESTED) is raised."""
     task_id = dp.add_task()
     cancel_message = ""
-    with anyio.fail_after(2), pytest.raises(TaskCancelled) as caught:
+    with anyio.fail_after(2), pytest.raises(TaskStopped) as caught:
         async with Heartbeat(client, task_id, **FAST):
             dp.cancel_task(task_id)
             try:
@@ -169,7 +169,7 @@ async def test_canceled_answer_cancels_the_body_at_once(dp: LocalDataPipeline, c
 async def test_no_report_follows_a_canceled_answer(dp: LocalDataPipeline, client: Any) -> None:
     """The canceled answer is the last call, even when fields changed afterwards."""
     task_id = dp.add_task()
-    with anyio.fail_after(2), pytest.raises(TaskCancelled):
+    with anyio.fail_after(2), pytest.raises(TaskStopped):
         async with Heartbeat(client, task_id, **FAST) as hb:
             dp.cancel_task(task_id)
             try:
@@ -241,7 +241,7 @@ async def test_fatal_answers_stop_the_work_with_their_reason(
 ) -> None:
     """Each fatal answer cancels the body and names its reason, code and message."""
     task_id = dp.add_task()
-    with anyio.fail_after(2), pytest.raises(TaskCancelled) as caught:
+    with anyio.fail_after(2), pytest.raises(TaskStopped) as caught:
         async with Heartbeat(client, task_id, **FAST):
             make_fatal(dp, task_id)
             await anyio.sleep_forever()
@@ -254,7 +254,7 @@ async def test_unsigned_requests_are_rejected(dp: LocalDataPipeline) -> None:
     """A client without credentials is refused by the service: REJECTED, naming the error."""
     task_id = dp.add_task()
     async with make_client(dp, client_config(signature_version=UNSIGNED)) as unsigned:
-        with pytest.raises(TaskCancelled) as caught:
+        with pytest.raises(TaskStopped) as caught:
             async with Heartbeat(unsigned, task_id, **FAST):
                 pytest.fail("the body ran")
     assert caught.value.reason is CancelReason.REJECTED
@@ -305,7 +305,7 @@ async def test_transient_failures_are_retried_without_disturbing_the_body(
 async def test_lease_is_lost_when_no_report_succeeds(dp: LocalDataPipeline, client: Any) -> None:
     """Failing reports for a whole lease cancel the body with LEASE_LOST, naming the last error."""
     task_id = dp.add_task()
-    with anyio.fail_after(2), pytest.raises(TaskCancelled) as caught:
+    with anyio.fail_after(2), pytest.raises(TaskStopped) as caught:
         async with Heartbeat(client, task_id, interval=0.1, lease_timeout=0.5) as hb:
             dp.inject(Fault.error("InternalServiceError"), task_id=task_id, times=None)
             await anyio.sleep_forever()
@@ -320,7 +320,7 @@ async def test_lease_watchdog_does_not_wait_for_a_hung_call(
 ) -> None:
     """A call hanging past the lease is abandoned when the lease ends, with its hedges."""
     task_id = dp.add_task()
-    with anyio.fail_after(2), pytest.raises(TaskCancelled) as caught:
+    with anyio.fail_after(2), pytest.raises(TaskStopped) as caught:
         async with Heartbeat(
             client, task_id, interval=0.2, lease_timeout=0.5, call_timeout=0.25
         ) as hb:
@@ -337,7 +337,7 @@ async def test_botocores_own_retries_are_bounded_by_the_lease(dp: LocalDataPipel
     task_id = dp.add_task()
     retrying = client_config(retries={"mode": "standard", "total_max_attempts": 10})
     async with make_client(dp, retrying) as client:
-        with anyio.fail_after(2), pytest.raises(TaskCancelled) as caught:
+        with anyio.fail_after(2), pytest.raises(TaskStopped) as caught:
             async with Heartbeat(
                 client, task_id, interval=0.1, lease_timeout=0.5, call_timeout=0.15
             ) as hb:
@@ -392,7 +392,7 @@ async def test_body_exception_propagates_unchanged(dp: LocalDataPipeline, client
 
 
 async def test_body_exception_wins_over_a_cancellation(dp: LocalDataPipeline, client: Any) -> None:
-    """An exception the body raises while being cancelled is not replaced by TaskCancelled."""
+    """An exception the body raises while being cancelled is not replaced by TaskStopped."""
     task_id = dp.add_task()
     with anyio.fail_after(2), pytest.raises(RuntimeError, match="cleanup failed"):
         async with Heartbeat(client, task_id, **FAST) as hb:
@@ -410,7 +410,7 @@ async def test_body_exception_wins_over_a_cancellation(dp: LocalDataPipeline, cl
 async def test_outer_cancel_scope_propagates_as_cancellation(
     dp: LocalDataPipeline, client: Any
 ) -> None:
-    """An enclosing scope's cancellation is ordinary cancellation, not TaskCancelled."""
+    """An enclosing scope's cancellation is ordinary cancellation, not TaskStopped."""
     task_id = dp.add_task()
     with anyio.CancelScope() as outer:
         async with Heartbeat(client, task_id, **FAST) as hb:
@@ -443,7 +443,7 @@ async def test_cancelling_the_worker_task_propagates(dp: LocalDataPipeline, clie
 async def test_outer_cancellation_during_acknowledgement_propagates(
     dp: LocalDataPipeline, client: Any
 ) -> None:
-    """Cancelled while acknowledging, the block neither runs its body nor raises TaskCancelled."""
+    """Cancelled while acknowledging, the block neither runs its body nor raises TaskStopped."""
     task_id = dp.add_task()
     dp.inject(Fault.hang(), task_id=task_id)
     with anyio.move_on_after(0.1) as outer:
@@ -526,7 +526,7 @@ async def test_exit_after_outer_cancellation_sends_nothing(
 async def test_final_report_answered_canceled_raises(dp: LocalDataPipeline, client: Any) -> None:
     """A body that finished while its task was cancelled does not look like a success."""
     task_id = dp.add_task()
-    with pytest.raises(TaskCancelled) as caught:
+    with pytest.raises(TaskStopped) as caught:
         async with Heartbeat(client, task_id, interval=30, lease_timeout=100) as hb:
             hb.set_field("rows", "5")
             dp.cancel_task(task_id)
@@ -601,7 +601,7 @@ async def test_logging_says_what_happened_and_never_the_credentials(
     """DEBUG per report, WARNING per failure and cancellation, and no secret anywhere."""
     caplog.set_level(logging.DEBUG, logger="asyncheartbeat")
     task_id = dp.add_task()
-    with anyio.fail_after(2), pytest.raises(TaskCancelled):
+    with anyio.fail_after(2), pytest.raises(TaskStopped):
         async with Heartbeat(client, task_id, **FAST):
             dp.inject(Fault.error("ThrottlingException"), task_id=task_id)
             await dp.wait_for_reports(task_id, 3)
@@ -627,7 +627,7 @@ async def test_a_requested_cancellation_is_logged_at_info(
     caplog.set_level(logging.INFO, logger="asyncheartbeat")
     task_id = dp.add_task()
     dp.cancel_task(task_id)
-    with pytest.raises(TaskCancelled):
+    with pytest.raises(TaskStopped):
         async with Heartbeat(client, task_id, **FAST):
             pass
     [record] = [r for r in caplog.records if r.name == "asyncheartbeat"]
@@ -651,12 +651,12 @@ async def test_run_with_heartbeat_returns_the_result(dp: LocalDataPipeline, clie
 
 
 async def test_run_with_heartbeat_raises_task_cancelled(dp: LocalDataPipeline, client: Any) -> None:
-    """run_with_heartbeat raises TaskCancelled when the task is cancelled under it."""
+    """run_with_heartbeat raises TaskStopped when the task is cancelled under it."""
     task_id = dp.add_task()
 
     async def forever() -> None:
         dp.cancel_task(task_id)
         await anyio.sleep_forever()
 
-    with anyio.fail_after(2), pytest.raises(TaskCancelled):
+    with anyio.fail_after(2), pytest.raises(TaskStopped):
         await run_with_heartbeat(client, task_id, forever, **FAST)

@@ -15,7 +15,7 @@ import trio.testing
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from asyncheartbeat import CallLayer, CancelReason, Heartbeat, TaskCancelled
+from asyncheartbeat import CallLayer, CancelReason, Heartbeat, TaskStopped
 from asyncheartbeat._fields import check_task_id
 from asyncheartbeat._heartbeat import MAX_HEDGES
 from asyncheartbeat.instrumentation import Event, EventKind
@@ -79,7 +79,7 @@ def run_scripted(script: list[tuple[float, str]], seed: int) -> dict[str, Any]:
                 layer, "task-1", interval=INTERVAL, lease_timeout=LEASE, call_timeout=CALL_TIMEOUT
             ):
                 await anyio.sleep(RUN_FOR)
-        except TaskCancelled as stopped:
+        except TaskStopped as stopped:
             outcome["reason"] = stopped.reason
         outcome["ended_at"] = anyio.current_time()
 

@@ -9,7 +9,7 @@ import types
 import asyncheartbeat
 import asyncheartbeat.instrumentation
 import asyncheartbeat.testing
-from asyncheartbeat import CancelReason, HeartbeatError, TaskCancelled
+from asyncheartbeat import CancelReason, HeartbeatError, TaskStopped
 
 
 def public_names(module: types.ModuleType) -> set[str]:
@@ -29,8 +29,8 @@ def test_all_lists_every_public_name() -> None:
 
 
 def test_task_cancelled_is_an_ordinary_exception() -> None:
-    """Worker loops catch TaskCancelled with `except Exception`; it is no cancellation."""
-    error = TaskCancelled("task-1", CancelReason.LEASE_LOST, "no report for 300 s")
+    """Worker loops catch TaskStopped with `except Exception`; it is no cancellation."""
+    error = TaskStopped("task-1", CancelReason.LEASE_LOST, "no report for 300 s")
     assert isinstance(error, HeartbeatError)
     assert isinstance(error, Exception)
     assert str(error) == "task 'task-1' cancelled (lease-lost): no report for 300 s"
@@ -38,6 +38,6 @@ def test_task_cancelled_is_an_ordinary_exception() -> None:
 
 def test_task_cancelled_survives_pickling_and_copying() -> None:
     """The error crosses process boundaries intact (multiprocessing, logging queues)."""
-    error = TaskCancelled("task-1", CancelReason.REJECTED, "AccessDenied")
+    error = TaskStopped("task-1", CancelReason.REJECTED, "AccessDenied")
     for clone in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
         assert (clone.task_id, clone.reason, clone.detail) == ("task-1", error.reason, error.detail)

@@ -11,14 +11,14 @@ import pytest_asyncio
 
 from asyncheartbeat import (
     CancelReason,
+    FailTask,
     Heartbeat,
     HeartbeatError,
     PreconditionFalse,
     Task,
-    TaskCancelled,
     TaskEvent,
-    TaskFailed,
     TaskRunner,
+    TaskStopped,
 )
 from asyncheartbeat.testing import Fault, LocalDataPipeline
 
@@ -156,11 +156,11 @@ async def test_a_handler_raising_precondition_false_ends_its_task_false(
 async def test_error_fields_are_cut_to_the_models_limits(
     dp: LocalDataPipeline, client: Any
 ) -> None:
-    """TaskFailed sets the fields; an over-long stack trace keeps its end; Service_ is reserved."""
+    """FailTask sets the fields; an over-long stack trace keeps its end; Service_ is reserved."""
     dp.add_pipeline(worker_group=WORKER_GROUP)
 
     async def handle(task: Task, hb: Heartbeat) -> None:
-        raise TaskFailed("bad input", error_id="Service_Bad", stack_trace="x" * 5000 + "END")
+        raise FailTask("bad input", error_id="Service_Bad", stack_trace="x" * 5000 + "END")
 
     runner, events = make_runner(client, handle)
     await until(runner, lambda: events.wait_for("failed"))
@@ -233,7 +233,7 @@ async def test_a_task_taken_away_under_its_handler_is_not_reported(
     await until(runner, lambda: events.wait_for("cancelled"))
     [cancelled] = events.of("cancelled")
     assert cancelled.reason is reason
-    assert isinstance(cancelled.error, cleanup_raises or TaskCancelled)
+    assert isinstance(cancelled.error, cleanup_raises or TaskStopped)
     assert statuses(dp, cancelled.task.task_id) == []
     assert not events.of("failed")
 

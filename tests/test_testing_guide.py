@@ -3,7 +3,7 @@ from typing import Any
 import anyio
 import pytest
 
-from asyncheartbeat import CancelReason, Heartbeat, TaskCancelled
+from asyncheartbeat import CancelReason, Heartbeat, TaskStopped
 from asyncheartbeat.testing import Fault, LocalDataPipeline
 
 
@@ -28,7 +28,7 @@ async def test_copy_job_stops_when_the_task_is_cancelled(
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(cancel_after_three_reports)
-            with pytest.raises(TaskCancelled) as stopped:
+            with pytest.raises(TaskStopped) as stopped:
                 await copy_job(datapipeline_client, task_id, rows=1_000_000)
     assert stopped.value.reason is CancelReason.REQUESTED
 

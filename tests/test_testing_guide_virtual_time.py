@@ -5,7 +5,7 @@ import anyio
 import pytest
 import trio.testing
 
-from asyncheartbeat import CancelReason, Heartbeat, TaskCancelled
+from asyncheartbeat import CancelReason, Heartbeat, TaskStopped
 from asyncheartbeat.testing import MockClient, MockServiceError
 
 
@@ -22,7 +22,7 @@ async def test_the_lease_is_lost_after_five_minutes_of_failures() -> None:
         return {"canceled": False}
 
     client = MockClient(answer)
-    with pytest.raises(TaskCancelled) as stopped:
+    with pytest.raises(TaskStopped) as stopped:
         async with Heartbeat(client, "task-1"):  # the defaults: 60 s interval, 300 s lease
             await anyio.sleep_forever()
     assert stopped.value.reason is CancelReason.LEASE_LOST

@@ -12,7 +12,7 @@ import pytest
 import trio.testing
 from botocore.exceptions import NoCredentialsError
 
-from asyncheartbeat import CancelReason, Heartbeat, HeartbeatError, TaskCancelled
+from asyncheartbeat import CancelReason, Heartbeat, HeartbeatError, TaskStopped
 from asyncheartbeat._timing import BACKOFF_START, Timing
 from asyncheartbeat.testing import MockClient, MockServiceError
 
@@ -167,7 +167,7 @@ async def test_lease_is_lost_exactly_when_it_runs_out() -> None:
         return {"canceled": False}
 
     client = MockClient(answer)
-    with pytest.raises(TaskCancelled) as caught:
+    with pytest.raises(TaskStopped) as caught:
         async with Heartbeat(client, TASK, interval=10, lease_timeout=45) as hb:
             await anyio.sleep_forever()
     assert caught.value.reason is CancelReason.LEASE_LOST
@@ -200,7 +200,7 @@ async def test_the_lease_verdict_does_not_wait_for_a_hung_call() -> None:
         return {"canceled": False}
 
     client = MockClient(answer)
-    with pytest.raises(TaskCancelled) as caught:
+    with pytest.raises(TaskStopped) as caught:
         async with Heartbeat(client, TASK, interval=10, lease_timeout=45, call_timeout=30):
             await anyio.sleep_forever()
     assert caught.value.reason is CancelReason.LEASE_LOST
@@ -275,13 +275,13 @@ async def test_a_beat_waiting_when_the_task_is_cancelled_raises() -> None:
     async def beat_from_elsewhere() -> None:
         try:
             await hb.beat()
-        except TaskCancelled as error:
+        except TaskStopped as error:
             outcome.append(error)
 
     async with anyio.create_task_group() as tg, hb:
         tg.start_soon(beat_from_elsewhere)
         await anyio.sleep_forever()
-    assert [type(e) for e in outcome] == [TaskCancelled]
+    assert [type(e) for e in outcome] == [TaskStopped]
 
 
 async def test_a_beat_answered_canceled_in_the_body_still_exits_quietly() -> None:
@@ -323,7 +323,7 @@ async def test_a_little_lateness_is_not_warned_about(
 async def test_a_loop_blocked_past_the_lease_loses_it(clock: trio.testing.MockClock) -> None:
     """Blocked for longer than the lease, the heartbeat stops the work with LEASE_LOST."""
     client = MockClient()
-    with pytest.raises(TaskCancelled) as caught:
+    with pytest.raises(TaskStopped) as caught:
         async with Heartbeat(client, TASK, interval=10, lease_timeout=50):
             clock.jump(60)
             await anyio.sleep_forever()
@@ -401,7 +401,7 @@ async def test_unknown_client_errors_are_retried_but_local_rejections_are_final(
     def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
         raise errors.pop(0)
 
-    with pytest.raises(TaskCancelled) as caught:
+    with pytest.raises(TaskStopped) as caught:
         async with Heartbeat(MockClient(answer), TASK, interval=10, lease_timeout=50):
             pytest.fail("the body ran")
     assert caught.value.reason is CancelReason.REJECTED
@@ -464,7 +464,7 @@ async def test_a_failing_service_is_not_called_an_overload(
     client = MockClient(fail)
 
     async def job(n: int) -> None:
-        with pytest.raises(TaskCancelled):
+        with pytest.raises(TaskStopped):
             async with Heartbeat(client, f"task-{n}", interval=1, lease_timeout=30):
                 await anyio.sleep_forever()
 

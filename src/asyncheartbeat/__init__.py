@@ -2,24 +2,24 @@
 
 from ._call_layer import CallLayer, client_config
 from ._client import ProgressClient
-from ._errors import CancelReason, HeartbeatError, TaskCancelled
+from ._errors import CancelReason, HeartbeatError, TaskStopped
 from ._heartbeat import Heartbeat, run_with_heartbeat
-from ._runner import PreconditionFalse, TaskEvent, TaskFailed, TaskRunner
+from ._runner import FailTask, PreconditionFalse, TaskEvent, TaskRunner
 from ._task import PipelineObject, Task
 
 __all__ = [
     "CallLayer",
     "CancelReason",
+    "FailTask",
     "Heartbeat",
     "HeartbeatError",
     "PipelineObject",
     "PreconditionFalse",
     "ProgressClient",
     "Task",
-    "TaskCancelled",
     "TaskEvent",
-    "TaskFailed",
     "TaskRunner",
+    "TaskStopped",
     "client_config",
     "run_with_heartbeat",
 ]

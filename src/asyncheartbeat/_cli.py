@@ -30,10 +30,10 @@ from ._command import (
     run_command,
     task_environment,
 )
-from ._errors import CancelReason, HeartbeatError, TaskCancelled
+from ._errors import CancelReason, HeartbeatError, TaskStopped
 from ._fields import check_field, check_member
 from ._heartbeat import Heartbeat
-from ._runner import PreconditionFalse, TaskEvent, TaskFailed, TaskRunner
+from ._runner import FailTask, PreconditionFalse, TaskEvent, TaskRunner
 from ._task import Task
 from ._timing import Timing
 
@@ -380,7 +380,7 @@ async def _run_under_heartbeat(client: Any, args: argparse.Namespace) -> int:
             _status(f"{task}: running {shlex.join(args.cmd)}")
             command_started = True
             result = await run_command(args.cmd, hb, grace=args.grace)
-    except TaskCancelled as stopped:
+    except TaskStopped as stopped:
         if stopped.reason is CancelReason.LEASE_LOST and heartbeat.beats == 0:
             # Never acknowledged: the task was never ours, and the cause is on this side.
             _status(f"{task}: the service never answered the first report: {stopped.detail}")
@@ -421,7 +421,7 @@ async def _worker(args: argparse.Namespace) -> int:
         if result.status == args.false_exit_status:
             raise PreconditionFalse(f"{argv[0]} exited with status {result.status}")
         last_line = (result.stderr_tail.strip().splitlines() or [""])[-1]
-        raise TaskFailed(
+        raise FailTask(
             f"{argv[0]} exited with status {result.status}: {last_line}".rstrip(": "),
             error_id="CommandFailed",
             stack_trace=result.stderr_tail or None,

@@ -26,7 +26,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ._errors import CancelReason, HeartbeatError
 from ._heartbeat import Heartbeat
-from ._runner import TaskFailed
+from ._runner import FailTask
 from ._task import Task
 
 logger = logging.getLogger("asyncheartbeat")
@@ -296,22 +296,22 @@ UNSUPPORTED_ACTIVITY_FIELDS = {
 
 def activity_command(task: Task) -> list[str]:
     """The argv that runs ``task``'s own ShellCommandActivity: ``sh -c COMMAND`` with its
-    ``scriptArgument`` values as ``$1``, ``$2`` …; raises `TaskFailed` for an activity
+    ``scriptArgument`` values as ``$1``, ``$2`` …; raises `FailTask` for an activity
     this runner cannot run as its pipeline says."""
     activity = task.activity
     if activity is None:
-        raise TaskFailed("the task object has no activity to run", error_id="UnsupportedActivity")
+        raise FailTask("the task object has no activity to run", error_id="UnsupportedActivity")
     for key, what in UNSUPPORTED_ACTIVITY_FIELDS.items():
         value = activity.strings.get(key)
         if value is not None and not (key == "stage" and value == "false"):
-            raise TaskFailed(
+            raise FailTask(
                 f"activity {activity.id!r} sets {key}: {what} is not supported by "
                 f"asyncheartbeat worker --run-task-command",
                 error_id="UnsupportedActivity",
             )
     command = activity.strings.get("command")
     if not command:
-        raise TaskFailed(
+        raise FailTask(
             f"activity {activity.id!r} has no command to run", error_id="UnsupportedActivity"
         )
     return ["sh", "-c", command, "sh", *activity.values("scriptArgument")]

@@ -26,7 +26,7 @@ class HeartbeatError(Exception):
     """Base class of the errors asyncheartbeat raises."""
 
 
-class TaskCancelled(HeartbeatError):
+class TaskStopped(HeartbeatError):
     """The work was stopped because the task is no longer ours to run.
 
     An ordinary exception, not a cancellation exception, so that a worker loop can catch it

@@ -15,7 +15,7 @@ import anyio.lowlevel
 
 from ._call_layer import ACKNOWLEDGEMENT_LIMIT, CallLayer
 from ._client import Answer, Failure, ProgressClient, report_answer_problem
-from ._errors import CancelReason, HeartbeatError, TaskCancelled
+from ._errors import CancelReason, HeartbeatError, TaskStopped
 from ._fields import FieldsInput, ProgressFields, check_task_id
 from ._timing import Timing
 from .instrumentation import Event, EventKind
@@ -45,7 +45,7 @@ class Heartbeat:
     succeeded. A background task then reports every ``interval`` seconds and cancels the
     body when the service answers ``canceled: true``, answers that the task or pipeline is
     gone, refuses the report, or when no report has succeeded for ``lease_timeout`` seconds.
-    Leaving the block then raises `TaskCancelled` (unless ``raise_on_cancel=False``).
+    Leaving the block then raises `TaskStopped` (unless ``raise_on_cancel=False``).
     """
 
     def __init__(
@@ -250,7 +250,7 @@ class Heartbeat:
             await self._progress.wait()
         if self.cancel_reason is not None:
             # Called from the body, the body's own cancellation is delivered right here;
-            # called from elsewhere, the caller learns of it from TaskCancelled.
+            # called from elsewhere, the caller learns of it from TaskStopped.
             await anyio.lowlevel.checkpoint()
             raise self._task_cancelled() from self._cancel_cause
         if self._last_answered_attempt < wanted:
@@ -500,9 +500,9 @@ class Heartbeat:
         )  # fmt: skip
         self._wake_waiters()
 
-    def _task_cancelled(self) -> TaskCancelled:
+    def _task_cancelled(self) -> TaskStopped:
         assert self.cancel_reason is not None
-        return TaskCancelled(self.task_id, self.cancel_reason, self._cancel_detail)
+        return TaskStopped(self.task_id, self.cancel_reason, self._cancel_detail)
 
     def _wake_waiters(self) -> None:
         if self._progress is not None:
@@ -522,7 +522,7 @@ async def run_with_heartbeat(
 ) -> T:
     """Await ``fn(*args)`` under a `Heartbeat` and return its result.
 
-    Raises `TaskCancelled` if the heartbeat stopped it: there is no result to return then.
+    Raises `TaskStopped` if the heartbeat stopped it: there is no result to return then.
     """
     async with Heartbeat(
         client,
@@ -533,4 +533,4 @@ async def run_with_heartbeat(
         call_timeout=call_timeout,
     ):
         return await fn(*args)
-    raise AssertionError("unreachable: a cancelled heartbeat raises TaskCancelled")
+    raise AssertionError("unreachable: a cancelled heartbeat raises TaskStopped")

@@ -15,7 +15,7 @@ import anyio
 
 from ._call_layer import ACKNOWLEDGEMENT_LIMIT, LONGEST_POLL, CallLayer, Reply, client_config
 from ._client import Failure
-from ._errors import CancelReason, HeartbeatError, TaskCancelled
+from ._errors import CancelReason, HeartbeatError, TaskStopped
 from ._fields import check_member
 from ._heartbeat import Heartbeat
 from ._model import member_shape
@@ -33,7 +33,7 @@ class PreconditionFalse(Exception):
     checks does not hold (the status the service allows beside FINISHED and FAILED)."""
 
 
-class TaskFailed(Exception):
+class FailTask(Exception):
     """Raise from a handler to fail the task with these error fields (SetTaskStatus FAILED).
 
     Any other exception fails it too, with its type as ``errorId`` and its traceback.
@@ -69,7 +69,7 @@ class TaskEvent:
     duration: float
     #: Why it was cancelled, or why its status was refused; None otherwise.
     reason: CancelReason | None = None
-    #: The handler's exception ("failed", or "unreported" after one), `TaskCancelled` for a
+    #: The handler's exception ("failed", or "unreported" after one), `TaskStopped` for a
     #: cancellation by the heartbeat, or what the handler raised after it.
     error: BaseException | None = None
 
@@ -261,7 +261,7 @@ class TaskRunner:
             try:
                 async with heartbeat:
                     await self._handler(task, heartbeat)
-            except TaskCancelled as stopped:
+            except TaskStopped as stopped:
                 self._emit(event("cancelled", reason=stopped.reason, error=stopped))
             except Exception as error:
                 if heartbeat.cancel_reason is not None:
@@ -396,7 +396,7 @@ def _reason(outcome: Literal[True] | Failure) -> CancelReason | None:
 
 def _error_fields(error: Exception) -> dict[str, str]:
     """errorId, errorMessage and errorStackTrace for a failed task, cut to the model's limits."""
-    if isinstance(error, TaskFailed):
+    if isinstance(error, FailTask):
         error_id, trace = error.error_id, error.stack_trace
     else:
         error_id, trace = type(error).__name__, None
