@@ -40,11 +40,11 @@ class OpenTelemetryMetrics(Counting):
 
     def __init__(self, meter_provider: otel_metrics.MeterProvider | None = None) -> None:
         super().__init__()
-        meter = otel_metrics.get_meter(
-            "asyncheartbeat",
-            importlib.metadata.version("asyncheartbeat"),
-            meter_provider=meter_provider,
-        )
+        try:
+            version = importlib.metadata.version("asyncheartbeat")
+        except importlib.metadata.PackageNotFoundError:  # run from a source tree
+            version = ""
+        meter = otel_metrics.get_meter("asyncheartbeat", version, meter_provider=meter_provider)
 
         def spec(key: str) -> dict[str, Any]:
             metric = SPECS[key]
