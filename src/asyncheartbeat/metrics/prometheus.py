@@ -151,7 +151,7 @@ async def serve(
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        site = web.SockSite(runner, sock) if sock else web.TCPSite(runner, host, port)
+        site = web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port)
         await site.start()
         address = runner.addresses[0]
         bound_host = f"[{address[0]}]" if ":" in address[0] else address[0]
