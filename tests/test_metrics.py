@@ -158,7 +158,8 @@ async def test_a_scrape_counts_reports_stops_leases_and_tasks_by_outcome(
     dp: LocalDataPipeline, client: Any
 ) -> None:
     """Over HTTP, after a throttled, failed, cancelled and deleted task: each counter says
-    exactly what happened, and a lease is held while a task runs and not after."""
+    exactly what happened, a lease is held while a task runs and not after, and no task id
+    is a label."""
     registry = CollectorRegistry()
     metrics = PrometheusMetrics(registry)
     async with serve(registry) as url:
@@ -168,7 +169,9 @@ async def test_a_scrape_counts_reports_stops_leases_and_tasks_by_outcome(
             held_while_running.append(value(await scrape(url), "asyncheartbeat_leases_held"))
 
         events = await troubled_fleet(dp, client, metrics, while_finishing=look)
-        samples = await scrape(url)
+        text = await scrape_text(url)
+        samples = parse(text)
+    assert not [e.task.task_id for e in events if e.task.task_id in text], "a task id as a label"
     assert sorted(e.kind for e in events) == ["cancelled", "cancelled", "failed", "finished"]
     assert held_while_running == [1]
     assert value(samples, "asyncheartbeat_leases_held") == 0
