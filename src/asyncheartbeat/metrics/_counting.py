@@ -188,8 +188,3 @@ class Counting:
 
     def _record_task(self, outcome: str, seconds: float) -> None:
         raise NotImplementedError
-
-
-def stop_reasons() -> list[str]:
-    """The label values of stops known now (every `CancelReason`), to show as zeros."""
-    return [reason.value for reason in CancelReason]

@@ -107,7 +107,7 @@ class PrometheusMetrics(Counting):
 
     def _record_stop(self, reason: CancelReason) -> None:
         child = self._stops.get(reason.value)
-        if child is None:  # a reason this object was made before (see stop_reasons)
+        if child is None:  # a reason newer than this object's CancelReason
             child = self._stops[reason.value] = self._stops_family.labels(reason.value)
         child.inc()
 
