@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, list[str]] = {
         "bench/scale.py --tasks 1000 --load 2 --intervals 40 --header",
         "bench/scale.py --tasks 10000 --load 2 --intervals 5",
     ],
+    "metrics": ["bench/metrics_overhead.py --rounds 5 --events 200000 --tasks 1000"],
     "promises": ["bench/promises.py --runs 300"],
     "alternatives": ["bench/alternatives.py --tasks 200 --seconds 4 --rounds 3"],
     "contention": [

@@ -508,7 +508,8 @@ async def test_a_client_whose_method_is_not_a_coroutine_is_refused() -> None:
 
 
 async def test_every_outcome_is_an_event_for_the_layers_hooks(events: EventLog) -> None:
-    """Answered, retried, throttled and the verdict reach the layer's own hooks too."""
+    """Answered, retried, throttled, each scheduled report's lateness, the verdict, and the
+    lease's start and end reach the layer's own hooks too."""
     script = [
         None,
         MockServiceError("InternalServiceError", status=500),
@@ -530,15 +531,19 @@ async def test_every_outcome_is_an_event_for_the_layers_hooks(events: EventLog) 
     kinds = [e.kind for e in own]
     assert kinds == [
         EventKind.ANSWERED,
+        EventKind.ACKNOWLEDGED,
         EventKind.RETRIED,
         EventKind.THROTTLED,
         EventKind.ANSWERED,
+        EventKind.SCHEDULED,
         EventKind.FAILED,
+        EventKind.SCHEDULED,
         EventKind.VERDICT,
+        EventKind.ENDED,
     ]
-    assert own[-1].reason is CancelReason.TASK_NOT_FOUND
-    assert own[1].delay is not None
-    assert own[2].rate is not None
+    assert own[-2].reason is own[-1].reason is CancelReason.TASK_NOT_FOUND
+    assert own[2].delay is not None
+    assert own[3].rate is not None
     assert [e.kind for e in events] == kinds, "the global hooks see the same"
 
 

@@ -12,6 +12,7 @@ import math
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -39,6 +40,8 @@ from ._timing import Timing
 
 #: The exit status of a command line that cannot work, as argparse gives it.
 EXIT_USAGE = 2
+#: ``worker --metrics-port``: the address it listens on unless --metrics-host says another.
+METRICS_HOST = "127.0.0.1"
 #: ``worker --log-dir``: the log file, and how many hourly files are kept (a week's).
 LOG_FILE = "asyncheartbeat-worker.log"
 LOG_BACKUPS = 168
@@ -234,6 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency", type=_count, default=1, metavar="N", help="tasks at once (default: 1)"
     )
     worker.add_argument(
+        "--metrics-port", type=_port, metavar="N",
+        help="serve Prometheus metrics at http://HOST:N/metrics (0 picks a free port, which "
+        "is printed); needs the prometheus extra: pip install 'asyncheartbeat[prometheus]'",
+    )  # fmt: skip
+    worker.add_argument(
+        "--metrics-host", metavar="HOST",
+        help=f"the address --metrics-port listens on (default: {METRICS_HOST}, this machine "
+        "only; 0.0.0.0 for a Prometheus elsewhere)",
+    )  # fmt: skip
+    worker.add_argument(
         "--shutdown-grace", type=_seconds_or_zero, default=30.0, metavar="SECONDS",
         help="on shutdown, how long running tasks may go on (default: 30)",
     )  # fmt: skip
@@ -408,6 +421,21 @@ def _cannot_start(command: str, error: OSError) -> int:
 
 
 async def _worker(args: argparse.Namespace) -> int:
+    if args.metrics_socket is None:
+        return await _run_worker(args, None)
+    from .instrumentation import get_hooks, set_hooks  # noqa: PLC0415
+    from .metrics.prometheus import PrometheusMetrics, serve  # noqa: PLC0415 - an extra's
+
+    metrics = PrometheusMetrics()
+    set_hooks([*get_hooks(), metrics])
+    # Served from this event loop: the port closes as the worker ends, however it ends,
+    # and scrapes still answer while running tasks get their --shutdown-grace.
+    async with serve(sock=args.metrics_socket) as url:
+        _status(f"metrics at {url}")
+        return await _run_worker(args, metrics)
+
+
+async def _run_worker(args: argparse.Namespace, metrics: Callable[[TaskEvent], None] | None) -> int:
     interrupted: list[int] = []
 
     async def handle(task: Task, hb: Heartbeat) -> None:
@@ -432,6 +460,8 @@ async def _worker(args: argparse.Namespace) -> int:
     def note(event: TaskEvent) -> None:
         nonlocal cut_short
         cut_short |= event.kind == "cancelled" and event.reason is None
+        if metrics is not None:
+            metrics(event)
 
     # A long poll holds one connection: the tasks' reports need the others.
     async with _client(args, pool=max(DEFAULT_POOL, args.concurrency + 2)) as client:
@@ -505,6 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.usage.error("--run-task-command runs each task's own command: give no CMD")
     if not (args.cmd or from_tasks):
         args.usage.error(f"{args.command} needs a command to run: ... -- CMD [ARGS...]")
+    args.metrics_socket = None
     try:
         _check_options(args)
     except (TypeError, ValueError) as problem:
@@ -520,7 +551,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # no region, no credentials …
         _status(f"failed: {_one_line(error)}")
         return EXIT_OWN_FAILURE
+    finally:
+        if args.metrics_socket is not None:
+            args.metrics_socket.close()
     return status
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host``:``port`` (IPv6 if ``host`` is an IPv6 address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -536,6 +576,28 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ValueError("--worker-group must not be empty: PollForTask matches it exactly")
     else:
         check_member("PollForTaskInput", "workerGroup", args.worker_group, name="--worker-group")
+        _check_metrics_options(args)
+
+
+def _check_metrics_options(args: argparse.Namespace) -> None:
+    if args.metrics_port is None:
+        if args.metrics_host is not None:
+            raise ValueError("--metrics-host needs --metrics-port")
+        return
+    try:
+        import asyncheartbeat.metrics.prometheus  # noqa: F401, PLC0415 - an extra's
+    except ImportError as missing:
+        raise ValueError(f"--metrics-port: {missing}") from None
+    # Bound now, before any task is polled: a port in use is refused here, not found out
+    # by a worker already running without its metrics.
+    host = args.metrics_host or METRICS_HOST
+    try:
+        args.metrics_socket = _listen(host, args.metrics_port)
+    except OSError as error:
+        raise ValueError(
+            f"--metrics-port {args.metrics_port}: cannot listen on {host}: "
+            f"{error.strerror or error}"
+        ) from None
 
 
 def _one_line(error: BaseException) -> str:

@@ -160,6 +160,8 @@ class Heartbeat:
         task_group.start_soon(self._keep_alive, first_due, name=f"asyncheartbeat:{self.task_id}")
         self._task_group = task_group
         self._state = _State.RUNNING
+        # Last, so that nothing between it and __aexit__ (which sends ENDED) can fail.
+        self._layer.emit(Event(EventKind.ACKNOWLEDGED, "ReportTaskProgress", self.task_id))
         return self
 
     async def _acknowledge(self) -> float:
@@ -207,6 +209,10 @@ class Heartbeat:
             self._state = _State.CLOSED
             self._layer.leave(self._timing.interval, self._timing.lease_timeout)
             self._wake_waiters()
+            self._layer.emit(
+                Event(EventKind.ENDED, "ReportTaskProgress", self.task_id,
+                      reason=self.cancel_reason)
+            )  # fmt: skip
 
         if self._crash is not None:
             if isinstance(self._crash, HeartbeatError):
@@ -271,6 +277,10 @@ class Heartbeat:
                 now = result.answered_at if isinstance(result, Answer) else anyio.current_time()
                 if planned == due:
                     self._layer.report_due(now, now - due, timing.lateness_threshold)
+                    self._layer.emit(
+                        Event(EventKind.SCHEDULED, "ReportTaskProgress", self.task_id,
+                              delay=now - due)
+                    )  # fmt: skip
                 if (verdict := self._verdict(result)) is not None:
                     self._stop_work(*verdict)
                     return

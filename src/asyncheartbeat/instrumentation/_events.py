@@ -22,6 +22,15 @@ class EventKind(enum.StrEnum):
     HEDGED = "hedged"
     #: A scheduled report started ``delay`` seconds after its slot.
     LATE = "late"
+    #: A scheduled report was answered, or given up, ``delay`` seconds after its slot: its
+    #: lateness against the schedule (every scheduled report; LATE only for those over the
+    #: threshold).
+    SCHEDULED = "scheduled"
+    #: A heartbeat's first report was answered and its body starts: it holds the lease.
+    ACKNOWLEDGED = "acknowledged"
+    #: A heartbeat that was ACKNOWLEDGED has ended, by any way out (``reason`` set if it
+    #: stopped the work): exactly one ENDED follows each ACKNOWLEDGED.
+    ENDED = "ended"
     #: A heartbeat stopped its work, for ``reason``.
     VERDICT = "verdict"
     #: Over the last window, more reports were late than the client can explain by errors.
