@@ -1,0 +1,145 @@
+"""The API reference is complete: every public name has a page, every parameter a line."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import inspect
+import re
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import asyncheartbeat
+import asyncheartbeat.instrumentation
+import asyncheartbeat.testing
+from asyncheartbeat.testing import pytest_plugin
+
+REFERENCE = Path(__file__).parent.parent / "docs" / "reference"
+MODULES = (asyncheartbeat, asyncheartbeat.instrumentation, asyncheartbeat.testing)
+# Google-style sections whose entries name parameters.
+PARAMETER_SECTIONS = ("Args", "Arguments", "Parameters", "Keyword Args", "Keyword Arguments")
+ATTRIBUTE_SECTIONS = ("Attributes",)
+
+
+def documented_names(docstring: str | None, sections: tuple[str, ...]) -> set[str]:
+    """The names listed in a Google-style docstring's ``sections``."""
+    names: set[str] = set()
+    lines = inspect.cleandoc(docstring or "").splitlines()
+    in_section = False
+    for line in lines:
+        header = re.fullmatch(r"(\w[\w ]*):\s*", line)
+        if header and not line.startswith(" "):
+            in_section = header.group(1) in sections
+            continue
+        if line and not line.startswith(" "):
+            in_section = False
+        if in_section and (entry := re.match(r"    (\*{0,2}\w+)(?: \([^)]*\))?:", line)):
+            names.add(entry.group(1).lstrip("*"))
+    return names
+
+
+def parameters(function: Callable[..., object]) -> list[str]:
+    """The parameters a caller passes to ``function`` (not self or cls)."""
+    signature = inspect.signature(function)
+    return [name for name in signature.parameters if name not in ("self", "cls")]
+
+
+def public_methods(cls: type) -> Iterator[tuple[str, Callable[..., object]]]:
+    """The public methods defined by ``cls`` itself (properties have no parameters)."""
+    for name, value in vars(cls).items():
+        if name.startswith("_"):
+            continue
+        function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
+        if inspect.isfunction(function):
+            yield name, function
+
+
+def undocumented_parameters(qualname: str, obj: object) -> Iterator[str]:
+    """``qualname.parameter`` for each parameter of ``obj`` its docstring does not describe."""
+    if isinstance(obj, type):
+        if issubclass(obj, enum.Enum):
+            documented = documented_names(obj.__doc__, ATTRIBUTE_SECTIONS)
+            yield from (f"{qualname}.{m.name}" for m in obj if m.name not in documented)
+            return
+        init_documented = documented_names(obj.__doc__, PARAMETER_SECTIONS)
+        init_documented |= documented_names(
+            vars(obj).get("__init__", object.__init__).__doc__, PARAMETER_SECTIONS
+        )
+        if dataclasses.is_dataclass(obj):
+            init_documented |= documented_names(obj.__doc__, ATTRIBUTE_SECTIONS)
+        init = vars(obj).get("__init__")
+        is_protocol = getattr(obj, "_is_protocol", False)
+        if (init is not None or dataclasses.is_dataclass(obj)) and not is_protocol:
+            for name in parameters(obj):
+                if name not in init_documented and not name.startswith("_"):
+                    yield f"{qualname}({name}=)"
+        for method_name, method in public_methods(obj):
+            documented = documented_names(method.__doc__, PARAMETER_SECTIONS)
+            for name in parameters(method):
+                if name not in documented:
+                    yield f"{qualname}.{method_name}({name}=)"
+    elif inspect.isfunction(obj):
+        documented = documented_names(obj.__doc__, PARAMETER_SECTIONS)
+        for name in parameters(obj):
+            if name not in documented:
+                yield f"{qualname}({name}=)"
+
+
+def public_objects() -> Iterator[tuple[str, object]]:
+    for module in MODULES:
+        for name in module.__all__:
+            yield f"{module.__name__}.{name}", getattr(module, name)
+    for name in ("local_datapipeline", "datapipeline_client"):
+        yield f"{pytest_plugin.__name__}.{name}", getattr(pytest_plugin, name)
+
+
+def test_every_public_name_has_a_place_in_the_reference() -> None:
+    """Each name in the three modules' __all__ is rendered by a `::: module.name` line."""
+    pages = "\n".join(page.read_text() for page in REFERENCE.glob("*.md"))
+    rendered = set(re.findall(r"^::: ([\w.]+)$", pages, re.MULTILINE))
+    missing = [qualname for qualname, _ in public_objects() if qualname not in rendered]
+    assert not missing, f"not in docs/reference/*.md: {missing}"
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    """A name without a docstring renders as a bare signature."""
+    bare = [qualname for qualname, obj in public_objects() if not inspect.getdoc(obj)]
+    assert not bare
+
+
+def test_every_parameter_of_a_public_callable_is_described() -> None:
+    """Functions, constructors and public methods list each parameter under ``Args:`` (a
+    dataclass's fields under ``Attributes:``), and each enum lists its members."""
+    missing = [
+        entry
+        for qualname, obj in public_objects()
+        for entry in undocumented_parameters(qualname, obj)
+    ]
+    assert not missing, f"parameters without a line under Args: {missing}"
+
+
+def test_the_checker_sees_a_parameter_left_out() -> None:
+    """The check itself: a docstring that forgets a parameter is caught, a full one is not."""
+
+    def forgot(task_id: str, *, interval: float) -> None:
+        """Do it.
+
+        Args:
+            task_id: the task.
+        """
+
+    def listed(task_id: str, *, interval: float) -> None:
+        """Do it.
+
+        Args:
+            task_id (str): the task.
+            interval: seconds.
+
+        Returns:
+            Nothing.
+        """
+
+    assert list(undocumented_parameters("forgot", forgot)) == ["forgot(interval=)"]
+    assert list(undocumented_parameters("listed", listed)) == []
+    assert isinstance(forgot, types.FunctionType)
