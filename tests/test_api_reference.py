@@ -56,7 +56,8 @@ def public_methods(cls: type) -> Iterator[tuple[str, Callable[..., object]]]:
 
 
 def undocumented_parameters(qualname: str, obj: object) -> Iterator[str]:
-    """``qualname.parameter`` for each parameter of ``obj`` its docstring does not describe."""
+    """``qualname(parameter=)`` for each parameter of ``obj`` its docstring does not
+    describe, and ``qualname(name?)`` for each it describes that ``obj`` does not take."""
     if isinstance(obj, type):
         if issubclass(obj, enum.Enum):
             documented = documented_names(obj.__doc__, ATTRIBUTE_SECTIONS)
@@ -74,16 +75,17 @@ def undocumented_parameters(qualname: str, obj: object) -> Iterator[str]:
             for name in parameters(obj):
                 if name not in init_documented and not name.startswith("_"):
                     yield f"{qualname}({name}=)"
+            described = documented_names(obj.__doc__, PARAMETER_SECTIONS)
+            yield from (f"{qualname}({name}?)" for name in described - set(parameters(obj)))
         for method_name, method in public_methods(obj):
-            documented = documented_names(method.__doc__, PARAMETER_SECTIONS)
-            for name in parameters(method):
-                if name not in documented:
-                    yield f"{qualname}.{method_name}({name}=)"
+            yield from undocumented_parameters(f"{qualname}.{method_name}", method)
     elif inspect.isfunction(obj):
         documented = documented_names(obj.__doc__, PARAMETER_SECTIONS)
         for name in parameters(obj):
             if name not in documented:
                 yield f"{qualname}({name}=)"
+        # A line for a parameter that is not there: renamed or removed, the docs left behind.
+        yield from (f"{qualname}({name}?)" for name in documented - set(parameters(obj)))
 
 
 def public_objects() -> Iterator[tuple[str, object]]:
@@ -116,7 +118,9 @@ def test_every_parameter_of_a_public_callable_is_described() -> None:
         for qualname, obj in public_objects()
         for entry in undocumented_parameters(qualname, obj)
     ]
-    assert not missing, f"parameters without a line under Args: {missing}"
+    assert not missing, (
+        f"parameters without a line under Args: (name=), or with a stale one (name?): {missing}"
+    )
 
 
 def test_the_checker_sees_a_parameter_left_out() -> None:
@@ -140,6 +144,15 @@ def test_the_checker_sees_a_parameter_left_out() -> None:
             Nothing.
         """
 
+    def stale(task_id: str) -> None:
+        """Do it.
+
+        Args:
+            task_id: the task.
+            interval: a parameter that was removed.
+        """
+
     assert list(undocumented_parameters("forgot", forgot)) == ["forgot(interval=)"]
     assert list(undocumented_parameters("listed", listed)) == []
+    assert list(undocumented_parameters("stale", stale)) == ["stale(interval?)"]
     assert isinstance(forgot, types.FunctionType)

@@ -32,7 +32,7 @@ class PreconditionFalse(Exception):
     """Raise from a handler to end the task with SetTaskStatus FALSE: the precondition it
     checks does not hold (the status the service allows beside FINISHED and FAILED).
 
-    ``PreconditionFalse("no file for 2026-11-22 yet")``: the message is logged and the
+    ``raise PreconditionFalse("no file for 2026-11-22 yet")``: once FALSE landed, the
     `TaskEvent` is ``"false"``, with this exception as its ``error``.
     """
 
