@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib
 import inspect
+import pkgutil
 import re
 import types
 from collections.abc import Callable, Iterator
@@ -16,7 +18,21 @@ import asyncheartbeat.testing
 from asyncheartbeat.testing import pytest_plugin
 
 REFERENCE = Path(__file__).parent.parent / "docs" / "reference"
-MODULES = (asyncheartbeat, asyncheartbeat.instrumentation, asyncheartbeat.testing)
+
+
+def public_modules() -> list[types.ModuleType]:
+    """asyncheartbeat and each of its modules whose dotted name has no ``_`` part, such as
+    ``asyncheartbeat.instrumentation``: a new public module is checked without a word here."""
+    names = [
+        info.name
+        for info in pkgutil.walk_packages(asyncheartbeat.__path__, "asyncheartbeat.")
+        if not any(part.startswith("_") for part in info.name.split("."))
+        and info.name != pytest_plugin.__name__  # its fixtures are checked by name below
+    ]
+    return [asyncheartbeat, *(importlib.import_module(name) for name in sorted(names))]
+
+
+MODULES = public_modules()
 # Google-style sections whose entries name parameters.
 PARAMETER_SECTIONS = ("Args", "Arguments", "Parameters", "Keyword Args", "Keyword Arguments")
 ATTRIBUTE_SECTIONS = ("Attributes",)
@@ -90,14 +106,23 @@ def undocumented_parameters(qualname: str, obj: object) -> Iterator[str]:
 
 def public_objects() -> Iterator[tuple[str, object]]:
     for module in MODULES:
-        for name in module.__all__:
+        for name in getattr(module, "__all__", ()):
             yield f"{module.__name__}.{name}", getattr(module, name)
     for name in ("local_datapipeline", "datapipeline_client"):
         yield f"{pytest_plugin.__name__}.{name}", getattr(pytest_plugin, name)
 
 
+def test_every_public_module_says_what_is_public() -> None:
+    """Each public module has an __all__: what the reference must show."""
+    assert {m.__name__ for m in MODULES} >= {
+        "asyncheartbeat.instrumentation",
+        "asyncheartbeat.testing",
+    }
+    assert [m.__name__ for m in MODULES if not hasattr(m, "__all__")] == []
+
+
 def test_every_public_name_has_a_place_in_the_reference() -> None:
-    """Each name in the three modules' __all__ is rendered by a `::: module.name` line."""
+    """Each name in a public module's __all__ is rendered by a `::: module.name` line."""
     pages = "\n".join(page.read_text() for page in REFERENCE.glob("*.md"))
     rendered = set(re.findall(r"^::: ([\w.]+)$", pages, re.MULTILINE))
     missing = [qualname for qualname, _ in public_objects() if qualname not in rendered]
@@ -111,8 +136,7 @@ def test_every_public_name_has_a_docstring() -> None:
 
 
 def test_every_parameter_of_a_public_callable_is_described() -> None:
-    """Functions, constructors and public methods list each parameter under ``Args:`` (a
-    dataclass's fields under ``Attributes:``), and each enum lists its members."""
+    """Each parameter of a public callable has a line under Args:, and each enum member one."""
     missing = [
         entry
         for qualname, obj in public_objects()

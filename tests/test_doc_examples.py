@@ -122,8 +122,7 @@ PROGRAMS = [example for example in examples() if example.kind == "program"]
 
 
 def test_every_python_block_is_run_or_says_why_not() -> None:
-    """A block not run names its reason, a test module block is that module, and the
-    blocks that are not run stay few."""
+    """A block not run says why (and such blocks stay few); a test module block is that module."""
     blocks = examples()
     not_run = [b for b in blocks if b.kind == "not run"]
     assert all(b.note.strip() for b in not_run), [b.name for b in not_run if not b.note]
