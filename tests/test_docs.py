@@ -8,13 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 
-from asyncheartbeat.testing import EmulatorProcess
+from asyncheartbeat import CancelReason, Heartbeat, TaskStopped
+from asyncheartbeat.testing import EmulatorProcess, MockClient
 
 HERE = Path(__file__).parent
 DOC = HERE.parent / "docs" / "local-data-pipeline.md"
 TESTING_GUIDE = HERE.parent / "docs" / "testing.md"
+TIMING_PAGE = HERE.parent / "docs" / "timing-and-reasons.md"
 DOC_PORT = "4599"
 # What differs from run to run: when the pipeline was made, and the task ids.
 VARYING = [
@@ -94,3 +97,25 @@ def test_every_benchmark_writes_a_block_of_the_performance_page() -> None:
     assert names
     assert sorted(re.findall(r"<!-- bench:(\w+) -->", page)) == sorted(names)
     assert sorted(re.findall(r"<!-- /bench:(\w+) -->", page)) == sorted(names)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_the_bodys_cancellation_message_is_as_the_docs_say() -> None:
+    """The body's cancellation message contains "asyncheartbeat: " and TaskStopped's text."""
+    page = " ".join(TIMING_PAGE.read_text().split())
+    assert "whose message contains `asyncheartbeat: ` followed by the `TaskStopped` message" in (
+        page
+    )
+    client = MockClient(lambda task_id, fields: {"canceled": len(client.calls) > 1})
+    seen: list[str] = []
+    with anyio.fail_after(5), pytest.raises(TaskStopped) as stopped:
+        async with Heartbeat(client, "task-1", interval=0.05, lease_timeout=1):
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class() as cancelled:
+                seen.append(str(cancelled))
+                raise
+    assert stopped.value.reason is CancelReason.REQUESTED
+    assert f"asyncheartbeat: {stopped.value}" in seen[0]
+    assert str(stopped.value).startswith("task 'task-1' cancelled (requested)")

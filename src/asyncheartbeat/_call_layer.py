@@ -82,6 +82,23 @@ class CallLayer:
 
     Heartbeats and task runners given the same client share its layer (`CallLayer.of`); give
     them a `CallLayer` instead to choose its hooks or its source of randomness.
+
+    The rules it keeps (wait for slow answers, try beside hung ones, admit calls by measured
+    capacity, slow the whole client when throttled) are explained in
+    [Calls: one layer per client](../timing-and-reasons.md#calls-one-layer-per-client).
+    `Heartbeat` and `TaskRunner` call its methods; job code seldom needs to.
+
+    Args:
+        client: An aiobotocore DataPipeline client (or anything with its coroutine methods).
+            Not a `CallLayer`: pass a layer on as it is.
+        hooks: Called with every `Event` of this layer, after the global hooks of
+            `asyncheartbeat.instrumentation.set_hooks`.
+        random_source: Where backoff jitter comes from; seed one for repeatable tests. A new
+            `random.Random` unless given.
+
+    Raises:
+        TypeError: ``client`` is a `CallLayer`, a sync botocore or boto3 client, or a hook
+            is not callable.
     """
 
     def __init__(
@@ -119,8 +136,14 @@ class CallLayer:
 
     @classmethod
     def of(cls, client: Any) -> CallLayer:
-        """The layer of ``client``, made on first use and kept as long as the client lives;
-        ``client`` itself if it is a layer."""
+        """The layer of ``client``, made on first use and kept as long as the client lives.
+
+        Args:
+            client: A client, or a layer (returned as it is).
+
+        Returns:
+            The client's one layer, shared by every heartbeat and runner given that client.
+        """
         if isinstance(client, CallLayer):
             return client
         try:
@@ -138,8 +161,14 @@ class CallLayer:
         )
 
     def rate(self, operation: str) -> float | None:
-        """The calls/s this client allows itself for ``operation`` since the service
-        throttled it; None while unthrottled."""
+        """The calls/s this client allows itself for ``operation`` since it was throttled.
+
+        Args:
+            operation: An operation name, such as ``"ReportTaskProgress"``.
+
+        Returns:
+            The rate, or None while the operation is not throttled.
+        """
         rate = self._rates.get(operation)
         return rate.rate if rate is not None else None
 
@@ -162,7 +191,28 @@ class CallLayer:
 
         Transient failures are retried after a jittered backoff that starts at
         ``backoff_start`` seconds and doubles up to ``backoff_cap``; throttled calls wait
-        for the client's next turn instead. Raises `HeartbeatError` for a programming mistake.
+        for the client's next turn instead.
+
+        Args:
+            operation: The operation's name, such as ``"SetTaskStatus"``.
+            params: Its parameters, or a function that makes them afresh for each attempt.
+            deadline: When to give up, on the anyio clock: a time, or a function that tells
+                it.
+            task_id: The task the call is for, named in its events.
+            backoff_start: The first retry's backoff cap, in seconds.
+            backoff_cap: The longest backoff, in seconds.
+            watch: Told of each attempt as it goes on the wire (its cancel scope and the
+                time) and as it ends (None and the time).
+            check: Says what is wrong with an answer (it then counts as a transient
+                failure), or returns None.
+
+        Returns:
+            The answer (a `Reply`), or why the call did not go through (a `Failure`, whose
+            ``reason`` is set when it failed for good).
+
+        Raises:
+            HeartbeatError: A programming mistake: a closed or sync client, aiobotocore on
+                trio, a TypeError, AttributeError or RuntimeError from the call.
         """
         deadline_now = deadline if callable(deadline) else lambda: deadline
         failures = 0
@@ -207,8 +257,26 @@ class CallLayer:
         attempt: int = 1,
     ) -> Reply | Failure:
         """Send ``operation`` once, when the client's rate and capacity allow, and wait for
-        its answer until ``deadline``. A throttled answer waits for the next turn; an answer
-        ``check`` finds wrong is a transient failure."""
+        its answer until ``deadline``.
+
+        A throttled answer waits for the next turn; an answer ``check`` finds wrong is a
+        transient failure.
+
+        Args:
+            operation: The operation's name.
+            params: Its parameters, or a function that makes them.
+            deadline: When to give up waiting, on the anyio clock.
+            task_id: The task the call is for, named in its events.
+            watch: Told of the attempt as it goes on the wire and as it ends (see `call`).
+            check: Says what is wrong with an answer, or returns None.
+            attempt: Which attempt in a row this is, for its events.
+
+        Returns:
+            A `Reply`, or a `Failure`.
+
+        Raises:
+            HeartbeatError: A programming mistake (see `call`).
+        """
         method = self._method(operation)
         rate = self._rate(operation)
         throttles = 0
@@ -281,9 +349,18 @@ class CallLayer:
         return now
 
     async def long_call(self, operation: str, params: Mapping[str, Any]) -> Reply | Failure:
-        """One call that may hold its connection for long (PollForTask's long poll): it
-        takes one of the pool's connections but no share of the learned limit, and is bounded
-        by the client's own read timeout. Throttling paces it like any call."""
+        """One call that may hold its connection for long (PollForTask's long poll).
+
+        It takes one of the pool's connections but no share of the learned limit, and is
+        bounded by the client's own read timeout. Throttling paces it like any call.
+
+        Args:
+            operation: The operation's name, such as ``"PollForTask"``.
+            params: Its parameters.
+
+        Returns:
+            A `Reply`, or a `Failure`.
+        """
         method = self._method(operation)
         rate = self._rate(operation)
         while True:
@@ -342,23 +419,44 @@ class CallLayer:
     # -- heartbeats' load --------------------------------------------------------------------
 
     def join(self, interval: float, lease_timeout: float) -> None:
-        """A heartbeat reporting every ``interval`` seconds starts using this layer."""
+        """A heartbeat reporting every ``interval`` seconds starts using this layer.
+
+        Args:
+            interval: Its seconds between reports.
+            lease_timeout: Its lease, in seconds: one report per lease keeps it.
+        """
         self.heartbeats += 1
         self.asked_per_second += 1 / interval
         self.needed_per_second += 1 / lease_timeout
 
     def leave(self, interval: float, lease_timeout: float) -> None:
+        """A heartbeat that `join`-ed with these numbers stops using this layer.
+
+        Args:
+            interval: The interval it joined with.
+            lease_timeout: The lease it joined with.
+        """
         self.heartbeats -= 1
         self.asked_per_second -= 1 / interval
         self.needed_per_second -= 1 / lease_timeout
 
     def report_due(self, now: float, lateness: float, threshold: float) -> None:
-        """A scheduled report was answered (or given up) ``lateness`` seconds after its slot."""
+        """A scheduled report was answered (or given up) ``lateness`` seconds after its slot.
+
+        Args:
+            now: When, on the anyio clock.
+            lateness: Seconds after its slot.
+            threshold: Lateness beyond which it counts as late, for the overload warning.
+        """
         self._overload.report_due(now, lateness, threshold)
 
     def woke_late(self, lateness: float, now: float) -> None:
-        """A heartbeat woke at ``now``, ``lateness`` seconds after its report was due: the
-        loop lags."""
+        """A heartbeat woke ``lateness`` seconds after its report was due: the loop lags.
+
+        Args:
+            lateness: Seconds after the report was due.
+            now: When it woke, on the anyio clock.
+        """
         self.admission.loop_lag(lateness, now)
 
     def _overloaded(self, description: str) -> None:
@@ -371,8 +469,14 @@ class CallLayer:
 
     def hedge_after(self, floor: float) -> float:
         """How long a call may go unanswered before a second attempt beside it is worth its
-        load: at least ``floor``, more while answers are slow. Whether one may go then is
-        `may_hedge`'s to say."""
+        load. Whether one may go then is `may_hedge`'s to say.
+
+        Args:
+            floor: The least delay, in seconds (a heartbeat's ``call_timeout``).
+
+        Returns:
+            ``floor``, or more while answers are known to be slow.
+        """
         return self.latency.overdue_after(floor)
 
     def _answer_takes(self) -> float | None:
@@ -387,7 +491,13 @@ class CallLayer:
         return self._answered_once and self.admission.spare()
 
     def emit(self, event: Event) -> None:
-        """Hand ``event`` to the global hooks, then to this layer's."""
+        """Hand ``event`` to the global hooks, then to this layer's.
+
+        A hook that raises is logged and does not stop the others.
+
+        Args:
+            event: What happened.
+        """
         for hooks in (get_hooks(), self.hooks):
             for hook in hooks:
                 try:
@@ -462,8 +572,20 @@ def client_config(**overrides: Any) -> Any:
       calls for the whole client and knows each call's deadline; botocore's own retries
       would multiply attempts behind its back, and adaptive mode's client-side rate
       limiter would make calls wait where no deadline orders them.
-    - ``read_timeout``: outlasts PollForTask's 90 s long poll (botocore's 60 s cuts it).
+    - ``read_timeout``: 100 s, which outlasts PollForTask's 90 s long poll (botocore's
+      default of 60 s cuts it).
     - ``connect_timeout``: 10 s.
+
+    Example:
+        ```python
+        session.create_client("datapipeline", config=client_config(max_pool_connections=20))
+        ```
+
+    Args:
+        **overrides: Any ``AioConfig`` option, replacing the defaults above.
+
+    Returns:
+        An ``aiobotocore.config.AioConfig``, for ``create_client(..., config=...)``.
     """
     from aiobotocore.config import AioConfig  # noqa: PLC0415 - only where a client is made
 

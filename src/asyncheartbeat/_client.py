@@ -17,11 +17,25 @@ from ._errors import CancelReason
 
 
 class ProgressClient(Protocol):
-    """Anything that can send ReportTaskProgress: typically an aiobotocore DataPipeline client."""
+    """Anything that can send ReportTaskProgress: typically an aiobotocore DataPipeline client.
+
+    A type for type checkers: `Heartbeat` calls nothing else. Errors are expected in
+    botocore's shape (``exc.response["Error"]["Code"]``).
+    """
 
     async def report_task_progress(
         self, *, taskId: str, fields: list[dict[str, str]]
-    ) -> Mapping[str, Any]: ...
+    ) -> Mapping[str, Any]:
+        """Send one report.
+
+        Args:
+            taskId: The task.
+            fields: The progress fields, in the API's shape.
+
+        Returns:
+            The service's answer, with a boolean ``canceled``.
+        """
+        ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -6,7 +6,25 @@ import enum
 
 
 class CancelReason(enum.Enum):
-    """Why the heartbeat cancelled the work it guards."""
+    """Why the heartbeat cancelled the work it guards.
+
+    Each value's text (``reason.value``) is what `TaskStopped`'s message shows in brackets.
+    What to do after each: [the table of cancel reasons][cancel-reasons].
+
+    [cancel-reasons]: ../timing-and-reasons.md#cancel-reasons-and-what-to-do-next
+
+    Attributes:
+        REQUESTED: A report answered ``canceled: true``: someone cancelled the task or its
+            pipeline.
+        TASK_NOT_FOUND: The service no longer knows the task: it was reassigned, finished
+            or expired.
+        PIPELINE_NOT_FOUND: The task's pipeline does not exist.
+        PIPELINE_DELETED: The task's pipeline was deleted.
+        LEASE_LOST: No report succeeded for ``lease_timeout`` seconds: the task was most
+            likely reassigned.
+        REJECTED: The service refused the report itself (bad request, credentials,
+            permissions).
+    """
 
     #: A report answered ``canceled: true``: someone cancelled the task or its pipeline.
     REQUESTED = "requested"
@@ -23,7 +41,12 @@ class CancelReason(enum.Enum):
 
 
 class HeartbeatError(Exception):
-    """Base class of the errors asyncheartbeat raises."""
+    """Base class of the errors asyncheartbeat raises.
+
+    Raised as itself for a mistake in the program that no retry can mend (a closed or sync
+    client, aiobotocore on trio, a TypeError from a call), and by `TaskRunner.run` when
+    polling was refused for good.
+    """
 
 
 class TaskStopped(HeartbeatError):
@@ -31,7 +54,20 @@ class TaskStopped(HeartbeatError):
 
     An ordinary exception, not a cancellation exception, so that a worker loop can catch it
     and move on to its next task. ``reason`` says why; for ``REQUESTED``, ``TASK_NOT_FOUND``,
-    ``PIPELINE_*`` and ``LEASE_LOST`` the caller should not call SetTaskStatus.
+    ``PIPELINE_*`` and ``LEASE_LOST`` the caller should not call SetTaskStatus. The client's
+    own error, if there was one, is its ``__cause__``.
+
+    Its text reads ``task '<task id>' cancelled (<reason>): <detail>``.
+
+    Args:
+        task_id: The task whose work was stopped.
+        reason: Why.
+        detail: The service's error code and message, or what went wrong.
+
+    Attributes:
+        task_id: The task whose work was stopped.
+        reason: Why, as a `CancelReason`.
+        detail: The service's error code and message, or what went wrong; may be empty.
     """
 
     def __init__(self, task_id: str, reason: CancelReason, detail: str = "") -> None:

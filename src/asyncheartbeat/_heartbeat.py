@@ -46,6 +46,50 @@ class Heartbeat:
     body when the service answers ``canceled: true``, answers that the task or pipeline is
     gone, refuses the report, or when no report has succeeded for ``lease_timeout`` seconds.
     Leaving the block then raises `TaskStopped` (unless ``raise_on_cancel=False``).
+
+    ```python
+    async with Heartbeat(client, task_id, fields={"stage": "copy"}) as hb:
+        async for n in copy_rows():
+            hb.set_field("rowsCopied", str(n))
+    ```
+
+    The numbers must fit together: every one finite and above 0, ``lease_timeout >
+    interval``, and ``lease_timeout > interval + call_timeout``. Why, and what each
+    `CancelReason` asks of you: [Timing rules and cancel reasons](../timing-and-reasons.md).
+
+    Args:
+        client: An aiobotocore DataPipeline client (made with `client_config` for the
+            right retries and timeouts), any object with an async ``report_task_progress``
+            (see `ProgressClient`), or a `CallLayer`. Heartbeats given one client share
+            its layer.
+        task_id: The ``taskId`` PollForTask handed out, checked against the service's model
+            (1 to 2,048 characters).
+        interval: Seconds between reports, counted from the acknowledgement. The service
+            asks for one a minute.
+        fields: Progress fields for the first report: the API's shape (a list of
+            ``{"key": ..., "stringValue": ...}`` or ``{"key": ..., "refValue": ...}``) or
+            a plain ``{key: string}`` mapping.
+        lease_timeout: Seconds without an answered report after which the task is taken to
+            be reassigned and the body is stopped with `CancelReason.LEASE_LOST`. Set it to
+            your pipeline's ``reportProgressTimeout`` if you set one.
+        call_timeout: Seconds a report may go unanswered before a second attempt is sent
+            beside it (the first is not abandoned). Default: ``min(interval,
+            (lease_timeout - interval) / 2)``.
+        raise_on_cancel: When False, a block the heartbeat stopped ends quietly and
+            `cancel_reason` says why. A refused acknowledgement raises all the same: a
+            context manager cannot skip its body.
+
+    Raises:
+        TypeError: ``client`` has no ``report_task_progress``, or is a sync client.
+        ValueError: A number is out of range or they do not fit together, or ``task_id``
+            or a field breaks the service's model.
+
+    Attributes:
+        task_id: The task this heartbeat keeps alive.
+        cancel_reason: Why the heartbeat stopped the work, or None while it has not.
+        beats: Reports the service answered, the acknowledgement included.
+        last_success: The anyio clock time at which the last answered report was sent;
+            the lease counts from it. None before the acknowledgement.
     """
 
     def __init__(
@@ -106,17 +150,43 @@ class Heartbeat:
     # -- progress fields --------------------------------------------------------------------
 
     def set_field(self, key: str, value: str) -> None:
-        """Set a ``stringValue`` field; the next report carries it."""
+        """Set a ``stringValue`` field; the next report carries it.
+
+        Args:
+            key: The field's key (1 to 256 characters).
+            value: Its value (up to 10,240 characters).
+
+        Raises:
+            ValueError: The key or value breaks the service's model, or the fields together
+                would pass the service's limits (50 fields, 15,360 UTF-8 bytes).
+            HeartbeatError: The heartbeat has ended: nothing would report the field.
+        """
         self._check_not_ended()
         self._fields.set(key, "stringValue", value)
 
     def set_ref(self, key: str, object_id: str) -> None:
-        """Set a ``refValue`` field (another pipeline object's id); the next report carries it."""
+        """Set a ``refValue`` field (another pipeline object's id); the next report carries it.
+
+        Args:
+            key: The field's key (1 to 256 characters).
+            object_id: The id of the pipeline object it refers to (1 to 256 characters).
+
+        Raises:
+            ValueError: As for `set_field`.
+            HeartbeatError: The heartbeat has ended.
+        """
         self._check_not_ended()
         self._fields.set(key, "refValue", object_id)
 
     def remove_field(self, key: str) -> None:
-        """Stop sending ``key``. The service keeps the value it already has."""
+        """Stop sending ``key``. The service keeps the value it already has.
+
+        Args:
+            key: The field's key; a key not set is ignored.
+
+        Raises:
+            HeartbeatError: The heartbeat has ended.
+        """
         self._check_not_ended()
         self._fields.remove(key)
 
@@ -231,7 +301,12 @@ class Heartbeat:
 
         A beat asked for while a report with the same fields is in flight waits for that one;
         otherwise it is carried by the next report, which starts at once unless a failed
-        report is backing off.
+        report is backing off. The regular schedule then counts from it.
+
+        Raises:
+            TaskStopped: The heartbeat stopped the work meanwhile (called from the body, the
+                body's own cancellation comes first).
+            HeartbeatError: The heartbeat is not running, or ended before the report.
         """
         if self._state is not _State.RUNNING:
             raise HeartbeatError(
@@ -532,7 +607,25 @@ async def run_with_heartbeat(
 ) -> T:
     """Await ``fn(*args)`` under a `Heartbeat` and return its result.
 
-    Raises `TaskStopped` if the heartbeat stopped it: there is no result to return then.
+    ```python
+    rows = await run_with_heartbeat(client, task_id, copy_table, "orders", interval=30)
+    ```
+
+    Args:
+        client: As for `Heartbeat`.
+        task_id: As for `Heartbeat`.
+        fn: The async function to run.
+        *args: Its positional arguments.
+        interval: As for `Heartbeat`.
+        fields: As for `Heartbeat`.
+        lease_timeout: As for `Heartbeat`.
+        call_timeout: As for `Heartbeat`.
+
+    Returns:
+        What ``fn`` returned.
+
+    Raises:
+        TaskStopped: The heartbeat stopped it: there is no result to return then.
     """
     async with Heartbeat(
         client,

@@ -30,13 +30,32 @@ EventKind = Literal["started", "finished", "false", "failed", "cancelled", "unre
 
 class PreconditionFalse(Exception):
     """Raise from a handler to end the task with SetTaskStatus FALSE: the precondition it
-    checks does not hold (the status the service allows beside FINISHED and FAILED)."""
+    checks does not hold (the status the service allows beside FINISHED and FAILED).
+
+    ``raise PreconditionFalse("no file for 2026-11-22 yet")``: once FALSE landed, the
+    `TaskEvent` is ``"false"``, with this exception as its ``error``.
+    """
 
 
 class FailTask(Exception):
     """Raise from a handler to fail the task with these error fields (SetTaskStatus FAILED).
 
     Any other exception fails it too, with its type as ``errorId`` and its traceback.
+    Each field is cut to the service's limits; an ``error_id`` starting with ``Service_``,
+    which the service reserves, is prefixed ``Task_``.
+
+    ```python
+    raise FailTask("nothing to copy", error_id="EmptyInput")
+    ```
+
+    Args:
+        message: The ``errorMessage``.
+        error_id: The ``errorId``, a code your pipeline's readers can match on.
+        stack_trace: The ``errorStackTrace``; None for this exception's own traceback.
+
+    Attributes:
+        error_id: The ``errorId`` it reports.
+        stack_trace: The ``errorStackTrace`` it reports, or None for its traceback.
     """
 
     def __init__(
@@ -61,6 +80,16 @@ class TaskEvent:
     - ``unreported``: the handler ended but its status did not land (SetTaskStatus failed
       until the lease ran out, or was refused: ``reason`` then says why); the service times
       the attempt out and retries it.
+
+    Attributes:
+        kind: ``"started"``, ``"finished"``, ``"false"``, ``"failed"``, ``"cancelled"`` or
+            ``"unreported"``, as above.
+        task: The task.
+        duration: Seconds since the task started (0 for ``"started"``).
+        reason: Why it was cancelled, or why its status was refused; None otherwise.
+        error: The handler's exception (``"failed"``, or ``"unreported"`` after one),
+            `TaskStopped` for a cancellation by the heartbeat, or what the handler raised
+            after it; None otherwise.
     """
 
     kind: EventKind
@@ -83,6 +112,57 @@ class TaskRunner:
     `run` returns after `stop`, a ``terminate`` answer to the runner's own heartbeat, or a
     PollForTask refusal; running tasks get ``shutdown_grace`` seconds to finish, then are
     cancelled and left to the service to reassign.
+
+    ```python
+    async with get_session().create_client(
+        "datapipeline", config=TaskRunner.client_config()
+    ) as client:
+        await TaskRunner(client, worker_group="wg", handler=handle, concurrency=8).run()
+    ```
+
+    What it promises, rule by rule: [A task runner in a few lines](../task-runner.md).
+
+    Args:
+        client: An aiobotocore DataPipeline client whose read timeout outlasts the 90 s long
+            poll (make it with `TaskRunner.client_config`), or its `CallLayer`.
+        worker_group: The worker group to poll, exactly as the pipeline names it.
+        handler: ``async def handler(task: Task, heartbeat: Heartbeat)``, called once per
+            task under its heartbeat. Returning reports FINISHED; raising `FailTask` or
+            any exception reports FAILED; raising `PreconditionFalse` reports FALSE.
+        concurrency: The most tasks running at once; no poll is made while all run.
+        hostname: The ``hostname`` sent with each poll and runner heartbeat. Default: this
+            machine's.
+        instance_identity: PollForTask's ``instanceIdentity`` (``{"document": ...,
+            "signature": ...}`` on EC2), sent when given.
+        taskrunner_id: The ``taskrunnerId`` of ReportTaskRunnerHeartbeat. Default: a new
+            UUID.
+        interval: Each task's `Heartbeat` ``interval``, in seconds.
+        lease_timeout: Each task's `Heartbeat` ``lease_timeout``, in seconds; SetTaskStatus
+            is retried for as long as it would last.
+        call_timeout: Each task's `Heartbeat` ``call_timeout``; None for its default.
+        runner_heartbeat_interval: Seconds between the runner's own
+            ReportTaskRunnerHeartbeat calls (15 minutes by default).
+        shutdown_grace: Seconds running tasks get to finish once the runner stops; those
+            still running then are cancelled and not reported.
+        max_poll_pause: The longest pause, in seconds, after an empty or failed poll. The
+            pauses are drawn at random from a range that doubles each time, up to this.
+        on_event: Called with a `TaskEvent` as each task starts and ends. A hook that
+            raises is logged and does not stop the runner.
+
+    Raises:
+        TypeError: ``client`` lacks one of the four calls a runner makes, or ``handler`` is
+            not callable.
+        ValueError: The client's read timeout would cut the long poll (90 s or less), or an
+            option is out of range.
+
+    Attributes:
+        layer: The `CallLayer` every call of the runner and its heartbeats goes through.
+        worker_group: The worker group it polls.
+        hostname: The hostname it sends.
+        taskrunner_id: The ``taskrunnerId`` it sends.
+        concurrency: The most tasks it runs at once.
+        shutdown_grace: Seconds running tasks get at shutdown.
+        running: Tasks running now.
     """
 
     def __init__(
@@ -153,17 +233,27 @@ class TaskRunner:
         #: Tasks running now.
         self.running = 0
 
-    #: The client configuration a runner needs (see `client_config`).
     client_config = staticmethod(client_config)
+    """The client configuration a runner needs: `asyncheartbeat.client_config`, reads
+    that outlast the long poll and no retries inside botocore."""
 
     def stop(self) -> None:
-        """Stop polling (an in-flight poll is abandoned at once) and let `run` wind down."""
+        """Stop polling (an in-flight poll is abandoned at once) and let `run` wind down.
+
+        Safe to call from a handler, a hook or a signal handler's task, more than once.
+        """
         self._stopping = True
         if self._waiting is not None:
             self._waiting.cancel()
 
     async def run(self) -> None:
-        """Poll and run tasks until stopped; raise `HeartbeatError` if polling was refused."""
+        """Poll and run tasks until stopped, and return once nothing is left running.
+
+        Raises:
+            HeartbeatError: PollForTask was refused for good (access denied, bad
+                credentials), after the running tasks' grace.
+            RuntimeError: The runner ran already: make another.
+        """
         if self._started:
             raise RuntimeError("a TaskRunner runs once: create another to run again")
         self._started = True

@@ -17,6 +17,14 @@ class PipelineObject:
     ``strings`` and ``refs`` keep string and reference values apart. A key the object lists
     more than once (a list, such as several ``input`` refs) maps to its last value there;
     `values` gives them all.
+
+    Attributes:
+        id: The object's id, such as ``"Copy"`` or ``"@Copy_2026-11-22T19:15:58_Attempt=1"``.
+        name: Its name (its id when the service sent none).
+        strings: Its ``stringValue`` fields, ``{key: value}`` (read-only).
+        refs: Its ``refValue`` fields, ``{key: object id}`` (read-only).
+        fields: Every field in the order the object lists them, as ``(key, kind, value)``
+            with ``kind`` ``"stringValue"`` or ``"refValue"``.
     """
 
     id: str
@@ -26,11 +34,29 @@ class PipelineObject:
     fields: tuple[tuple[str, str, str], ...]  # (key, "stringValue" | "refValue", value)
 
     def values(self, key: str) -> list[str]:
-        """Every value of ``key``, string or ref, in the order the object lists them."""
+        """Every value of ``key``, string or ref, in the order the object lists them.
+
+        Args:
+            key: The field's key, such as ``"scriptArgument"``.
+
+        Returns:
+            The values; empty if the object has no such field.
+        """
         return [value for field_key, _, value in self.fields if field_key == key]
 
     @classmethod
     def from_wire(cls, wire: Mapping[str, Any]) -> PipelineObject:
+        """Read one object in the API's shape.
+
+        Args:
+            wire: ``{"id": ..., "name": ..., "fields": [{"key": ..., "stringValue": ...}]}``.
+
+        Returns:
+            The object.
+
+        Raises:
+            ValueError: A field's key or value is not text.
+        """
         fields: list[tuple[str, str, str]] = []
         for field in wire.get("fields") or []:
             kind = "refValue" if "refValue" in field else "stringValue"
@@ -49,7 +75,22 @@ class PipelineObject:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Task:
-    """The task PollForTask handed out: its ids and its pipeline objects by id."""
+    """The task PollForTask handed out: its ids and its pipeline objects by id.
+
+    `TaskRunner` gives one to its handler; read your own poll's answer with `from_wire`:
+
+    ```python
+    answer = await client.poll_for_task(workerGroup="wg")
+    if "taskObject" in answer:  # an empty poll has none
+        task = Task.from_wire(answer["taskObject"])
+    ```
+
+    Attributes:
+        task_id: The ``taskId`` to report progress and status with.
+        pipeline_id: The pipeline it belongs to.
+        attempt_id: The id of the attempt object this task runs.
+        objects: The pipeline objects the service sent, by id (read-only).
+    """
 
     task_id: str
     pipeline_id: str
@@ -70,7 +111,19 @@ class Task:
 
     @classmethod
     def from_wire(cls, task_object: Mapping[str, Any]) -> Task:
-        """Read PollForTask's ``taskObject``; anything malformed raises ValueError naming it."""
+        """Read PollForTask's ``taskObject``.
+
+        Args:
+            task_object: ``poll_for_task(...)["taskObject"]``.
+
+        Returns:
+            The task.
+
+        Raises:
+            ValueError: The object is malformed (no ``taskId``, ``pipelineId`` or
+                ``attemptId``, a ``taskId`` the service would not take, a field that is not
+                text); the message names what is wrong.
+        """
         # A malformed answer, not a caller passing the wrong type: hence ValueError throughout.
         if not isinstance(task_object, Mapping):
             raise ValueError(f"the task object is not a JSON object: {task_object!r}")  # noqa: TRY004

@@ -9,6 +9,22 @@ from asyncheartbeat._errors import CancelReason
 
 
 class EventKind(enum.StrEnum):
+    """What kind of thing an `Event` records.
+
+    Attributes:
+        ANSWERED: The service answered a call.
+        FAILED: A call failed: a transient error (it is retried) or a final one (a verdict
+            follows).
+        THROTTLED: The service answered ThrottlingException: the client's rate for the
+            operation was lowered to ``rate`` calls/s, and the call waits for its turn again.
+        RETRIED: A failed call is tried again after ``delay`` seconds.
+        HEDGED: A call unanswered for ``delay`` seconds got a second attempt beside it.
+        LATE: A scheduled report started ``delay`` seconds after its slot.
+        VERDICT: A heartbeat stopped its work, for ``reason``.
+        OVERLOADED: Over the last window, more reports were late than the client can
+            explain by errors.
+    """
+
     #: The service answered a call.
     ANSWERED = "answered"
     #: A call failed: a transient error (it is retried) or a final one (a verdict follows).
@@ -39,7 +55,23 @@ class EventKind(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Event:
-    """One thing that happened to a call or a heartbeat. Fields that do not apply are None."""
+    """One thing that happened to a call or a heartbeat. Fields that do not apply are None.
+
+    Attributes:
+        kind: What happened.
+        operation: The API operation, such as ``"ReportTaskProgress"``.
+        task_id: The task the call was for, if any.
+        attempt: Which attempt of this request (1 for the first).
+        latency: Seconds from sending to the answer or failure.
+        delay: Seconds: the wait before a retry, before a hedge, or a report's lateness.
+        error: The exception a failed call raised.
+        description: What happened, in words (error code and message, for a failure).
+        reason: Why the work was stopped, for ``VERDICT``.
+        rate: The client's new rate for ``operation`` in calls/s, for ``THROTTLED``.
+        final: Whether a ``FAILED`` call ends the request (no retry).
+        heartbeats: For ``OVERLOADED``: the heartbeats sharing the client.
+        asked_per_second: For ``OVERLOADED``: the reports/s they ask for together.
+    """
 
     kind: EventKind
     #: The API operation, e.g. ``"ReportTaskProgress"``.

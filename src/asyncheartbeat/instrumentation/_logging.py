@@ -23,6 +23,11 @@ class LoggingHook:
 
     Per-task warnings (retries, throttling, lateness) are capped at `WARNINGS_PER_WINDOW`
     per `WINDOW`, so that a bad minute of thousands of heartbeats cannot flood the log.
+
+    DEBUG for each answered call, WARNING for each retried, throttled or late one, INFO when
+    the service cancels a task, WARNING when the heartbeat stops the work for any other
+    reason, and one WARNING every 10 s while heartbeats sharing a client are overloaded.
+    Verdicts are always logged. Credentials never appear.
     """
 
     def __init__(self) -> None:

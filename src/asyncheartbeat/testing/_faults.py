@@ -10,6 +10,17 @@ from typing import Any
 
 
 class FaultKind(enum.StrEnum):
+    """What a `Fault` does; each has a `Fault` class method that makes one.
+
+    Attributes:
+        ERROR: Answer with the service's error shape (`Fault.error`).
+        HANG: Never answer (`Fault.hang`).
+        DROP: Close the connection without an answer (`Fault.drop`).
+        DELAY: Answer normally, late (`Fault.delay`).
+        MALFORMED: Answer 200 with a body that is not JSON (`Fault.malformed`).
+        ANSWER: Answer 200 with a JSON value of your choosing (`Fault.answer`).
+    """
+
     ERROR = "error"
     HANG = "hang"
     DROP = "drop"
@@ -20,7 +31,19 @@ class FaultKind(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Fault:
-    """One way to misbehave. Build it with the class methods: ``Fault.error("Throttling")``."""
+    """One way to misbehave. Build it with the class methods: ``Fault.error("Throttling")``.
+
+    Give it to `LocalDataPipeline.inject` or `EmulatorProcess.inject`, which choose the
+    calls it meets.
+
+    Attributes:
+        kind: What it does.
+        code: The error code, for ``ERROR``.
+        status: The HTTP status, for ``ERROR``.
+        message: The error message, for ``ERROR``.
+        seconds: How late, for ``DELAY``.
+        body: The JSON value an ``ANSWER`` fault sends instead of the service's answer.
+    """
 
     kind: FaultKind
     code: str = ""
@@ -32,8 +55,21 @@ class Fault:
 
     @classmethod
     def error(cls, code: str, *, status: int | None = None, message: str = "") -> Fault:
-        """Answer with the service's error shape; the status defaults to 500 for
-        InternalServiceError and 400 otherwise, as the service does."""
+        """Answer with the service's error shape, ``{"__type": code, "message": message}``.
+
+        Args:
+            code: The error code, such as ``"ThrottlingException"`` or
+                ``"InternalServiceError"``.
+            status: The HTTP status, 400 to 599. Default: 500 for InternalServiceError and
+                400 otherwise, as the service does.
+            message: The message. Default: ``"injected <code>"``.
+
+        Returns:
+            The fault.
+
+        Raises:
+            ValueError: No code, or a status outside 400 to 599.
+        """
         if not code:
             raise ValueError("an error fault needs an error code")
         if status is None:
@@ -54,7 +90,17 @@ class Fault:
 
     @classmethod
     def delay(cls, seconds: float) -> Fault:
-        """Answer normally, ``seconds`` late."""
+        """Answer normally, late.
+
+        Args:
+            seconds: How late, at least 0.
+
+        Returns:
+            The fault.
+
+        Raises:
+            ValueError: A negative delay.
+        """
         if not seconds >= 0:
             raise ValueError(f"a delay needs a number of seconds >= 0, not {seconds!r}")
         return cls(FaultKind.DELAY, seconds=seconds)
@@ -66,8 +112,18 @@ class Fault:
 
     @classmethod
     def answer(cls, body: Any) -> Fault:
-        """Answer 200 with ``body`` (any JSON value) instead of what the service would say:
-        a task object missing its ids, a ``canceled`` that is not a boolean, a list."""
+        """Answer 200 with ``body`` instead of what the service would say.
+
+        Args:
+            body: Any JSON value: a task object missing its ids, a ``canceled`` that is not
+                a boolean, a list.
+
+        Returns:
+            The fault.
+
+        Raises:
+            TypeError: ``body`` cannot be written as JSON.
+        """
         try:
             json.dumps(body)
         except (TypeError, ValueError) as error:
@@ -75,10 +131,19 @@ class Fault:
         return cls(FaultKind.ANSWER, body=body)
 
     def to_json(self) -> dict[str, Any]:
+        """The fault as JSON, as `EmulatorProcess` sends it to its child."""
         return {**dataclasses.asdict(self), "kind": self.kind.value}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fault:
+        """The fault `to_json` wrote.
+
+        Args:
+            data: What `to_json` returned.
+
+        Returns:
+            The fault.
+        """
         return cls(**{**data, "kind": FaultKind(data["kind"])})
 
 

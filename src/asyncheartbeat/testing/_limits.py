@@ -21,7 +21,18 @@ DOCUMENTED_BURST = 100
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RateLimit:
-    """An operation's limit: ``rate`` calls a second, sustained, after a burst of ``burst``."""
+    """An operation's limit: ``rate`` calls a second, sustained, after a burst of ``burst``.
+
+    ``LocalDataPipeline(rate_limits={"ReportTaskProgress": RateLimit(rate=20, burst=20)})``.
+
+    Attributes:
+        rate: Calls a second, sustained; finite and above 0.
+        burst: Calls allowed at once on top of the rate (the service's is 100); at least 1.
+
+    Raises:
+        TypeError: ``rate`` is not a number, or ``burst`` not a whole number.
+        ValueError: Either is out of range.
+    """
 
     rate: float
     burst: int = DOCUMENTED_BURST

@@ -18,7 +18,19 @@ Handler: TypeAlias = Callable[
 
 
 class MockServiceError(Exception):
-    """An error answer in the shape botocore gives it (``exc.response["Error"]["Code"]``)."""
+    """An error answer in the shape botocore gives it (``exc.response["Error"]["Code"]``).
+
+    Raise it from a `MockClient` handler.
+
+    Args:
+        code: The error code, such as ``"InternalServiceError"``.
+        message: The error message.
+        status: The HTTP status.
+
+    Attributes:
+        response: ``{"Error": {"Code": ..., "Message": ...}, "ResponseMetadata":
+            {"HTTPStatusCode": ...}}``, as botocore's ``ClientError`` has it.
+    """
 
     def __init__(self, code: str, message: str = "", status: int = 400) -> None:
         super().__init__(f"{code}: {message}" if message else code)
@@ -38,6 +50,14 @@ class MockClient:
     With ``max_pool_connections``, the client behaves like aiobotocore's with that pool: at
     most that many calls reach the handler at once, the others wait in line for one, and
     the size is found where botocore keeps it (``client.meta.config``).
+
+    Args:
+        handler: ``handler(task_id, fields)``, sync or async, returning the answer. Default:
+            ``{"canceled": False}`` to every report.
+        max_pool_connections: Model a client with this many connections.
+
+    Attributes:
+        calls: Every report received, as a `Call`, in order.
     """
 
     def __init__(
@@ -54,6 +74,15 @@ class MockClient:
     async def report_task_progress(
         self, *, taskId: str, fields: list[dict[str, str]]
     ) -> Mapping[str, Any]:
+        """Record the report and answer it with the handler.
+
+        Args:
+            taskId: The task.
+            fields: The progress fields, in the API's shape.
+
+        Returns:
+            What the handler returned.
+        """
         params = {"taskId": taskId, "fields": [dict(field) for field in fields]}
         async with self._pool:
             self.calls.append(Call("ReportTaskProgress", params, anyio.current_time(), "answered"))

@@ -33,7 +33,20 @@ class EmulatorProcess:
     awaited, over the emulator's control endpoint, on asyncio and trio alike. The child
     stops when this process does, even when this one is killed: it stops when its standard
     input, whose other end only this process holds, closes. Use it for benchmarks and soak
-    runs.
+    runs, and on trio.
+
+    Args:
+        host: As for `LocalDataPipeline`.
+        port: As for `LocalDataPipeline`.
+        ack_timeout: As for `LocalDataPipeline`.
+        report_timeout: As for `LocalDataPipeline`.
+        poll_timeout: As for `LocalDataPipeline`.
+        seed: As for `LocalDataPipeline`.
+        record_calls: As for `LocalDataPipeline`.
+        rate_limits: As for `LocalDataPipeline`.
+
+    Raises:
+        ValueError: As for `LocalDataPipeline`, here rather than in the child.
     """
 
     def __init__(
@@ -74,12 +87,14 @@ class EmulatorProcess:
 
     @property
     def url(self) -> str:
+        """The endpoint URL, for ``endpoint_url=``."""
         if self._url is None:
             raise RuntimeError("the emulator process is not running: use `async with`")
         return self._url
 
     @property
     def pid(self) -> int:
+        """The child's process id."""
         if self._process is None:
             raise RuntimeError("the emulator process is not running: use `async with`")
         return self._process.pid
@@ -158,7 +173,17 @@ class EmulatorProcess:
         report_progress_timeout: str | None = None,
         maximum_retries: int | None = None,
     ) -> str:
-        """Make a task that a runner holds, as PollForTask would hand it out; return its id."""
+        """Make a task that a runner holds, as PollForTask would hand it out.
+
+        Args:
+            task_id: As for `LocalDataPipeline.add_task`.
+            worker_group: As for `LocalDataPipeline.add_task`.
+            report_progress_timeout: As for `LocalDataPipeline.add_task`.
+            maximum_retries: As for `LocalDataPipeline.add_task`.
+
+        Returns:
+            The task id.
+        """
         result: str = await self._control(
             "add_task",
             task_id=task_id,
@@ -177,7 +202,18 @@ class EmulatorProcess:
         maximum_retries: int | None = None,
         fields: Sequence[Mapping[str, str]] = (),
     ) -> str:
-        """Make and activate a one-activity pipeline whose task is ready; return its id."""
+        """Make and activate a one-activity pipeline whose task is ready.
+
+        Args:
+            worker_group: As for `LocalDataPipeline.add_pipeline`.
+            command: As for `LocalDataPipeline.add_pipeline`.
+            report_progress_timeout: As for `LocalDataPipeline.add_pipeline`.
+            maximum_retries: As for `LocalDataPipeline.add_pipeline`.
+            fields: As for `LocalDataPipeline.add_pipeline`.
+
+        Returns:
+            The pipeline id.
+        """
         result: str = await self._control(
             "add_pipeline",
             worker_group=worker_group,
@@ -189,17 +225,38 @@ class EmulatorProcess:
         return result
 
     async def cancel_task(self, task_id: str) -> None:
+        """Cancel the task's attempt: its next report answers canceled.
+
+        Args:
+            task_id: A task id the emulator handed out.
+        """
         await self._control("cancel_task", task_id=task_id)
 
     async def forget_task(self, task_id: str) -> None:
+        """Take the task back as a reassignment does.
+
+        Args:
+            task_id: A task id the emulator handed out.
+        """
         await self._control("forget_task", task_id=task_id)
 
     async def delete_pipeline(self, pipeline_id: str) -> None:
+        """Delete a pipeline.
+
+        Args:
+            pipeline_id: The pipeline.
+        """
         await self._control("delete_pipeline", pipeline_id=pipeline_id)
 
     async def set_terminate(
         self, terminate: bool = True, *, taskrunner_id: str | None = None
     ) -> None:
+        """Say what ReportTaskRunnerHeartbeat answers.
+
+        Args:
+            terminate: As for `LocalDataPipeline.set_terminate`.
+            taskrunner_id: As for `LocalDataPipeline.set_terminate`.
+        """
         await self._control("set_terminate", terminate=terminate, taskrunner_id=taskrunner_id)
 
     async def inject(
@@ -212,6 +269,16 @@ class EmulatorProcess:
         times: int | None = 1,
         probability: float = 1.0,
     ) -> None:
+        """Meet matching calls with ``fault``.
+
+        Args:
+            fault: As for `LocalDataPipeline.inject`.
+            operation: As for `LocalDataPipeline.inject`.
+            task_id: As for `LocalDataPipeline.inject`.
+            pipeline_id: As for `LocalDataPipeline.inject`.
+            times: As for `LocalDataPipeline.inject`.
+            probability: As for `LocalDataPipeline.inject`.
+        """
         await self._control(
             "inject",
             fault=fault.to_json(),
@@ -223,6 +290,7 @@ class EmulatorProcess:
         )
 
     async def clear_faults(self) -> None:
+        """Remove every fault injected."""
         await self._control("clear_faults")
 
     async def calls(self) -> list[Call]:
@@ -230,23 +298,52 @@ class EmulatorProcess:
         return [Call(**call) for call in await self._control("calls")]
 
     async def reports(self, task_id: str) -> list[Call]:
-        """The ReportTaskProgress calls received for ``task_id``, in order of arrival."""
+        """The ReportTaskProgress calls received for a task, in order of arrival.
+
+        Args:
+            task_id: The task.
+
+        Returns:
+            The calls.
+        """
         return _reports_of(task_id, await self.calls())
 
     async def wait_for_calls(self, predicate: Callable[[list[Call]], bool]) -> list[Call]:
-        """Wait until ``predicate(calls)`` holds; guard it with a timeout of your own."""
+        """Wait until ``predicate(calls)`` holds; guard it with a timeout of your own.
+
+        Args:
+            predicate: Called with the calls so far, each time more arrive.
+
+        Returns:
+            The calls, once it holds.
+        """
         while not predicate(calls := await self.calls()):
             await self._control("wait_for_calls", after=len(calls), longest=LONG_POLL)
         return calls
 
     async def wait_for_reports(self, task_id: str, count: int) -> list[Call]:
-        """Wait until ``count`` reports for ``task_id`` have arrived, and return them all."""
+        """Wait until ``count`` reports for a task have arrived; guard it with a timeout.
+
+        Args:
+            task_id: The task.
+            count: How many reports to wait for.
+
+        Returns:
+            All its reports so far.
+        """
         calls = await self.wait_for_calls(lambda calls: len(_reports_of(task_id, calls)) >= count)
         return _reports_of(task_id, calls)
 
     async def attempt(self, task_id: str) -> dict[str, Any]:
-        """The attempt ``task_id`` was handed out for, as DescribeObjects shows it, with the
-        ``pipelineId`` it belongs to."""
+        """The attempt a task was handed out for.
+
+        Args:
+            task_id: A task id the emulator handed out.
+
+        Returns:
+            The attempt object as DescribeObjects shows it, with the ``pipelineId`` it
+            belongs to.
+        """
         result: dict[str, Any] = await self._control("attempt", task_id=task_id)
         return result
 

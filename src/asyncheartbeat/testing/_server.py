@@ -34,7 +34,15 @@ DEFAULT_WORKER_GROUP = "asyncheartbeat"
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Call:
-    """One request the server received."""
+    """One request the server received.
+
+    Attributes:
+        operation: The API operation, such as ``"PollForTask"``.
+        params: The request's parameters, as sent.
+        received_at: The anyio clock time of arrival.
+        outcome: What the server did: ``"answered"``, ``"delay"`` (answered late),
+            ``"error:<Code>"``, ``"hang"``, ``"drop"``, ``"malformed"``, ``"answer"``.
+    """
 
     operation: str
     params: dict[str, Any]
@@ -46,6 +54,7 @@ class Call:
 
     @property
     def task_id(self) -> str | None:
+        """The call's ``taskId``, if it has one."""
         task_id = self.params.get("taskId")
         return task_id if isinstance(task_id, str) else None
 
@@ -58,6 +67,7 @@ class Call:
         }
 
     def to_json(self) -> dict[str, Any]:
+        """The call as JSON, as `EmulatorProcess` receives it."""
         return dataclasses.asdict(self)
 
 
@@ -72,6 +82,36 @@ class LocalDataPipeline:
     ``rate_limits`` answers ThrottlingException beyond the service's call limits: None or
     False for none, True for the documented ones, or ``{operation: RateLimit(rate, burst)}``
     to limit exactly those operations.
+
+    ```python
+    async with LocalDataPipeline(poll_timeout=1) as dp:
+        pipeline_id = dp.add_pipeline(worker_group="wg", maximum_retries=1)
+    ```
+
+    What it emulates, rule by rule: [The local Data Pipeline](../local-data-pipeline.md).
+
+    Args:
+        host: The address to listen on.
+        port: The port; 0 for a free one (read `url`).
+        ack_timeout: Seconds a task handed out may wait for its acknowledgement before it
+            goes to the next poller (the service's 2 minutes).
+        report_timeout: Seconds an acknowledged task may go without a report, unless its
+            activity's ``reportProgressTimeout`` says otherwise (the service's 5 minutes).
+        poll_timeout: Seconds PollForTask holds a call when no task is ready, then answers
+            ``{}`` (the service's 90 s). Shorten it so that empty polls come quickly.
+        seed: Seeds the faults drawn by probability, so that a run repeats itself.
+        record_calls: Keep every call in `calls`; False keeps memory flat in long load
+            runs.
+        rate_limits: The call limits to apply, as above.
+
+    Raises:
+        ValueError: A duration that is not above 0, or a rate limit for an unknown
+            operation.
+
+    Attributes:
+        service: The emulated service's state (``service.timeouts`` are its `Timeouts`).
+        faults: The faults injected, in the order they are consulted.
+        calls: Every call received, as a `Call`, in order of arrival.
     """
 
     def __init__(
@@ -145,10 +185,25 @@ class LocalDataPipeline:
         maximum_retries: int | None = None,
         fields: Sequence[Mapping[str, str]] = (),
     ) -> str:
-        """Make a one-activity pipeline (a ShellCommandActivity running ``command``, with
-        more ``fields`` of its own in the API's shape, such as ``{"key": "scriptArgument",
-        "stringValue": "2026-11-22"}``) and activate it: its task is ready for the next
-        poller of ``worker_group``. Return the pipeline id."""
+        """Make a one-activity pipeline and activate it: its task is ready for the next
+        poller of ``worker_group``.
+
+        Args:
+            worker_group: The worker group whose poller gets the task.
+            command: The ShellCommandActivity's ``command``.
+            report_progress_timeout: The activity's ``reportProgressTimeout``, such as
+                ``"10 minutes"``; None for the service's 5 minutes.
+            maximum_retries: The activity's ``maximumRetries``: attempts made after FAILED
+                (None: 2, as the service says).
+            fields: More fields of the activity, in the API's shape, such as
+                ``{"key": "scriptArgument", "stringValue": "2026-11-22"}``.
+
+        Returns:
+            The pipeline id.
+
+        Raises:
+            ValueError: The options make a definition the service would refuse.
+        """
         name = f"task-{uuid.uuid4().hex[:12]}"
         pipeline_id = self.service.create_pipeline(name, name)
         activity = [
@@ -180,7 +235,17 @@ class LocalDataPipeline:
         maximum_retries: int | None = None,
     ) -> str:
         """Make a one-activity pipeline, activate it, and hand its task out as PollForTask
-        would; return the task id (``task_id`` if given)."""
+        would, for tests that do not care about pipelines or polls.
+
+        Args:
+            task_id: The task id to hand it out under; None for a new one.
+            worker_group: The activity's worker group.
+            report_progress_timeout: As for `add_pipeline`.
+            maximum_retries: As for `add_pipeline`.
+
+        Returns:
+            The task id.
+        """
         pipeline_id = self.add_pipeline(
             worker_group=worker_group,
             report_progress_timeout=report_progress_timeout,
@@ -197,8 +262,18 @@ class LocalDataPipeline:
         return str(task["taskId"])
 
     def attempt(self, task_id: str) -> Attempt:
-        """The attempt ``task_id`` was handed out for: its status, fields and pipeline, as of
-        now (a lease that ran out since the last call shows as TIMEDOUT)."""
+        """The attempt ``task_id`` was handed out for, as of now (a lease that ran out since
+        the last call shows as TIMEDOUT).
+
+        Args:
+            task_id: A task id this server handed out.
+
+        Returns:
+            The attempt: its status, fields, pipeline and errors.
+
+        Raises:
+            KeyError: No such task was handed out here.
+        """
         self.service.expire(anyio.current_time())
         try:
             return self.service.handed_out[task_id]
@@ -206,20 +281,37 @@ class LocalDataPipeline:
             raise KeyError(f"no task {task_id!r} was handed out here") from None
 
     def cancel_task(self, task_id: str) -> None:
-        """Cancel the task's attempt (SetStatus CANCEL): its next report answers canceled."""
+        """Cancel the task's attempt (SetStatus CANCEL): its next report answers canceled.
+
+        Args:
+            task_id: A task id this server handed out.
+        """
         attempt = self.attempt(task_id)
         self.service.set_status(attempt.pipeline_id, [attempt.attempt_id], "CANCEL")
 
     def forget_task(self, task_id: str) -> None:
-        """Take the task back as a reassignment does: its reports get TaskNotFoundException."""
+        """Take the task back as a reassignment does: its reports get TaskNotFoundException.
+
+        Args:
+            task_id: A task id this server handed out.
+        """
         self.service.forget(task_id)
 
     def delete_pipeline(self, pipeline_id: str) -> None:
-        """Delete a pipeline: reports for its tasks get PipelineDeletedException."""
+        """Delete a pipeline: reports for its tasks get PipelineDeletedException.
+
+        Args:
+            pipeline_id: The pipeline.
+        """
         self.service.delete(pipeline_id)
 
     def set_terminate(self, terminate: bool = True, *, taskrunner_id: str | None = None) -> None:
-        """What ReportTaskRunnerHeartbeat answers, for every runner or for one."""
+        """Say what ReportTaskRunnerHeartbeat answers, for every runner or for one.
+
+        Args:
+            terminate: The ``terminate`` to answer.
+            taskrunner_id: The runner it is for; None for every runner.
+        """
         if taskrunner_id is None:
             self.service.terminate_all = terminate
         elif terminate:
@@ -237,8 +329,18 @@ class LocalDataPipeline:
         times: int | None = 1,
         probability: float = 1.0,
     ) -> None:
-        """Meet matching calls with ``fault``: the next ``times`` of them (None: all), each
-        with ``probability`` (drawn from the server's ``seed``). None matches anything."""
+        """Meet matching calls with ``fault``. Faults are consulted in the order they were
+        added.
+
+        Args:
+            fault: What to do instead of answering.
+            operation: The operation it meets; None for any.
+            task_id: The task whose calls it meets; None for any.
+            pipeline_id: The pipeline whose tasks' calls it meets; None for any.
+            times: How many matching calls it meets; None for all of them.
+            probability: The chance that it meets each matching call, drawn from the
+                server's ``seed``.
+        """
         self.faults.add(
             fault,
             operation=operation,
@@ -251,17 +353,39 @@ class LocalDataPipeline:
     # -- reading back -------------------------------------------------------------------------
 
     def reports(self, task_id: str) -> list[Call]:
-        """The ReportTaskProgress calls received for ``task_id``, in order of arrival."""
+        """The ReportTaskProgress calls received for a task, in order of arrival.
+
+        Args:
+            task_id: The task.
+
+        Returns:
+            The calls.
+        """
         return list(self._reports.get(task_id, ()))
 
     async def wait_for_calls(self, predicate: Callable[[list[Call]], bool]) -> list[Call]:
-        """Wait until ``predicate(calls)`` holds; guard it with a timeout of your own."""
+        """Wait until ``predicate(calls)`` holds; guard it with a timeout of your own.
+
+        Args:
+            predicate: Called with `calls` as each call arrives.
+
+        Returns:
+            `calls`, once it holds.
+        """
         while not predicate(self.calls):
             await self._call_arrived.wait()
         return self.calls
 
     async def wait_for_reports(self, task_id: str, count: int) -> list[Call]:
-        """Wait until ``count`` reports for ``task_id`` have arrived, and return them all."""
+        """Wait until ``count`` reports for a task have arrived; guard it with a timeout.
+
+        Args:
+            task_id: The task.
+            count: How many reports to wait for.
+
+        Returns:
+            All its reports so far.
+        """
         while len(reports := self._reports.get(task_id, ())) < count:
             await self._call_arrived.wait()
         return list(reports)

@@ -43,6 +43,19 @@ _SECONDS_PER_UNIT = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
 class AttemptStatus(enum.StrEnum):
+    """An attempt's ``@status``, as DescribeObjects shows it.
+
+    Attributes:
+        WAITING_FOR_RUNNER: Ready for a poller of its worker group.
+        RUNNING: Handed out to a runner.
+        FINISHED: SetTaskStatus FINISHED.
+        FAILED: SetTaskStatus FAILED (a new attempt follows while ``maximumRetries`` allows).
+        CANCELED: Cancelled (SetStatus CANCEL, DeactivatePipeline, DeletePipeline).
+        TIMEDOUT: Not acknowledged in time, or no report for its report timeout; a new
+            attempt follows.
+        FALSE: SetTaskStatus FALSE (a precondition that does not hold).
+    """
+
     WAITING_FOR_RUNNER = "WAITING_FOR_RUNNER"
     RUNNING = "RUNNING"
     FINISHED = "FINISHED"
@@ -100,7 +113,28 @@ class Pipeline:
 
 @dataclasses.dataclass(eq=False)
 class Attempt:
-    """One attempt at one activity: what a task id stands for while a runner holds it."""
+    """One attempt at one activity: what a task id stands for while a runner holds it.
+
+    `LocalDataPipeline.attempt` returns the live record; read it, do not change it.
+
+    Attributes:
+        attempt_id: The attempt object's id, ``@<activity>_<time>_Attempt=<number>``.
+        pipeline_id: Its pipeline.
+        activity_id: The activity it is an attempt at.
+        worker_group: The worker group its task is for.
+        number: 1 for the first attempt, 2 for its first retry, and so on.
+        report_timeout: Seconds without a report after which it is TIMEDOUT.
+        maximum_retries: How many retries a FAILED status may start.
+        status: Where it stands.
+        task_id: The task id it was handed out under, or None while it waits.
+        handed_out_at: When it was handed out (the server's anyio clock), or None.
+        last_report_at: When its last report arrived, or None before the acknowledgement.
+        hostname: The poller's ``hostname``, if it sent one.
+        fields: The progress fields reported on it: ``{key: value}``.
+        error_id: The ``errorId`` of a FAILED status, or None.
+        error_message: The ``errorMessage`` of a FAILED status, or None.
+        error_stack_trace: The ``errorStackTrace`` of a FAILED status, or None.
+    """
 
     attempt_id: str
     pipeline_id: str
@@ -123,10 +157,15 @@ class Attempt:
 
     @property
     def canceled(self) -> bool:
+        """Whether it was cancelled: its reports answer ``canceled: true``."""
         return self.status is AttemptStatus.CANCELED
 
     def record(self, fields: list[dict[str, str]]) -> None:
-        """Keep the latest value of each reported field, string or reference."""
+        """Keep the latest value of each reported field, string or reference.
+
+        Args:
+            fields: A report's fields, in the API's shape.
+        """
         for item in fields:
             kind = "stringValue" if "stringValue" in item else "refValue"
             self.fields[item["key"]] = item[kind]
@@ -134,9 +173,11 @@ class Attempt:
 
     @property
     def acknowledged(self) -> bool:
+        """Whether a report acknowledged it."""
         return self.last_report_at is not None
 
     def as_object(self) -> dict[str, Any]:
+        """The attempt as DescribeObjects shows it, in the API's shape."""
         fields = [
             {"key": "@status", "stringValue": self.status.value},
             {"key": "@componentParent", "refValue": self.activity_id},
@@ -158,7 +199,21 @@ class Attempt:
 
 @dataclasses.dataclass(frozen=True)
 class Timeouts:
-    """The service's durations, shortened at will so that tests run in seconds."""
+    """The service's durations, shortened at will so that tests run in seconds.
+
+    ``dp.service.timeouts`` on a `LocalDataPipeline`.
+
+    Attributes:
+        ack: Seconds a task handed out may wait for its first report before it goes to the
+            next poller (the service's 2 minutes).
+        report: Seconds an acknowledged task may go without a report, unless its activity
+            sets ``reportProgressTimeout`` (the service's 5 minutes).
+        poll: Seconds PollForTask holds a call when no task is ready, before it answers
+            ``{}`` (the service's 90 s).
+
+    Raises:
+        ValueError: A duration that is not a number above 0.
+    """
 
     ack: float = DEFAULT_ACK_TIMEOUT
     report: float = DEFAULT_REPORT_TIMEOUT
