@@ -6,7 +6,13 @@ import enum
 
 
 class CancelReason(enum.Enum):
-    """Why the heartbeat cancelled the work it guards."""
+    """Why the heartbeat cancelled the work it guards.
+
+    Every reason but ``STALLED`` comes from the service: the task is no longer yours (or,
+    for ``REJECTED``, your calls are refused), so do not call SetTaskStatus. ``STALLED`` is
+    the heartbeat's own decision about a task that is still yours: report it FAILED, so
+    that the service retries it.
+    """
 
     #: A report answered ``canceled: true``: someone cancelled the task or its pipeline.
     REQUESTED = "requested"
@@ -20,6 +26,14 @@ class CancelReason(enum.Enum):
     LEASE_LOST = "lease-lost"
     #: The service refused the report itself (bad request, credentials, permissions).
     REJECTED = "rejected"
+    #: The body showed no progress for ``stall_timeout`` seconds. The task is still yours:
+    #: report it FAILED (`TaskRunner` does), so that the service retries it.
+    STALLED = "stalled"
+
+
+def stalled_detail(stall_timeout: float) -> str:
+    """What a ``STALLED`` verdict says, in `TaskStopped` and in the task's ``errorMessage``."""
+    return f"no progress for {stall_timeout:g} s"
 
 
 class HeartbeatError(Exception):
@@ -31,7 +45,10 @@ class TaskStopped(HeartbeatError):
 
     An ordinary exception, not a cancellation exception, so that a worker loop can catch it
     and move on to its next task. ``reason`` says why; for ``REQUESTED``, ``TASK_NOT_FOUND``,
-    ``PIPELINE_*`` and ``LEASE_LOST`` the caller should not call SetTaskStatus.
+    ``PIPELINE_*`` and ``LEASE_LOST`` the caller should not call SetTaskStatus. ``STALLED``
+    is the exception: the body made no progress for ``stall_timeout`` seconds, the task is
+    still the caller's, and the caller should report it FAILED so that the service retries
+    it (as `TaskRunner` does).
     """
 
     def __init__(self, task_id: str, reason: CancelReason, detail: str = "") -> None:
