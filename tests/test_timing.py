@@ -13,7 +13,7 @@ import pytest
 import trio.testing
 from botocore.exceptions import NoCredentialsError
 
-from asyncheartbeat import CancelReason, Heartbeat, HeartbeatError, TaskStopped
+from asyncheartbeat import CancelReason, Heartbeat, HeartbeatError, TaskStopped, run_with_heartbeat
 from asyncheartbeat._timing import BACKOFF_START, Timing
 from asyncheartbeat.instrumentation import EventKind
 from asyncheartbeat.testing import MockClient, MockServiceError
@@ -595,6 +595,36 @@ async def test_a_stalled_body_still_reports_its_last_fields_on_exit() -> None:
     assert anyio.current_time() - started == pytest.approx(4)
     assert [call.fields for call in client.calls] == [{}, {"step": "copy"}]
     assert times(client)[1] - started == pytest.approx(4)
+
+
+async def test_a_stalled_task_cancelled_meanwhile_is_not_ours_to_fail(events: EventLog) -> None:
+    """The final report after a stall answered canceled: true: REQUESTED replaces STALLED,
+    for the task is no longer ours to report FAILED."""
+    client = MockClient(lambda task_id, fields: {"canceled": len(client.calls) > 1})
+    with pytest.raises(TaskStopped) as caught:
+        async with Heartbeat(client, TASK, interval=10, lease_timeout=50, stall_timeout=3) as hb:
+            hb.set_field("step", "copy")
+            await anyio.sleep(1000)  # silent
+    assert caught.value.reason is hb.cancel_reason is CancelReason.REQUESTED
+    assert [e.reason for e in events.of(EventKind.VERDICT)] == [
+        CancelReason.STALLED, CancelReason.REQUESTED,
+    ]  # fmt: skip
+
+
+async def test_run_with_heartbeat_passes_the_stall_timeout_on() -> None:
+    """fn has no heartbeat to note progress on: stall_timeout stops it that long after it
+    started."""
+
+    async def silent() -> None:
+        await anyio.sleep(1000)
+
+    started = anyio.current_time()
+    with pytest.raises(TaskStopped) as caught:
+        await run_with_heartbeat(
+            MockClient(), TASK, silent, interval=10, lease_timeout=50, stall_timeout=7
+        )
+    assert caught.value.reason is CancelReason.STALLED
+    assert anyio.current_time() - started == pytest.approx(7)
 
 
 async def test_progress_in_a_tight_loop_never_stalls_nor_moves_the_reports() -> None:

@@ -158,8 +158,10 @@ class Heartbeat:
     def progress(self) -> None:
         """Tell the stall watchdog that the work advances, without a field to set.
 
-        Nothing is sent: this only notes the time, so it may be called as often as a loop
-        turns. Without a ``stall_timeout``, and outside the body, it does nothing.
+        Nothing is sent: this only notes the time (anyio's clock), so it may be called
+        once per turn of a loop. Without a ``stall_timeout``, and outside the body, it does
+        nothing. Call it from the event loop's thread; from a worker thread, through
+        ``anyio.from_thread.run_sync(hb.progress)``.
         """
         if self._watching:
             self._last_progress = anyio.current_time()
