@@ -27,6 +27,19 @@ from asyncheartbeat._cli import EXIT_CODES, EXIT_STATUSES, main
         (["run", "--task-id", "", "--", "true"], "--task-id '' must not be empty"),
         (["run", "--task-id", "t" * 3000, "--", "true"], "more than the 2048 allowed"),
         (["worker", "--worker-group", "", "--", "true"], "--worker-group must not be empty"),
+        (
+            ["run", "--task-id", "t", "--stall-timeout", "0", "--", "true"],
+            "--stall-timeout must be a finite number of seconds greater than 0, not 0.0",
+        ),
+        (
+            ["worker", "--worker-group", "wg", "--stall-timeout", "-5", "--", "true"],
+            "--stall-timeout must be a finite number",
+        ),
+        (["run", "--task-id", "t", "--stall-timeout", "inf", "--", "true"], "--stall-timeout"),
+        (
+            ["run", "--task-id", "t", "--stall-timeout", "soon", "--", "true"],
+            "argument --stall-timeout: 'soon' is not a number of seconds",
+        ),
         (["worker", "--worker-group", "wg", "--run-task-command", "--", "true"], "give no CMD"),
         (
             ["worker", "--worker-group", "wg", "--false-exit-status", "0", "--", "true"],

@@ -216,6 +216,28 @@ async def test_run_exit_status_says_why_the_command_was_stopped(
     assert status == expected, err
 
 
+async def test_run_stops_a_command_that_goes_silent_and_exits_120(dp: LocalDataPipeline) -> None:
+    """--stall-timeout: output lines, field lines and standard error lines each keep the
+    command going past the stall timeout; silent for it, the command gets SIGTERM and run
+    exits 120."""
+    task_id = dp.add_task()
+    script = (
+        'trap "echo terminated; exit 0" TERM; '
+        "for i in 1 2 3 4 5; do echo out-$i; sleep 0.3; done; "
+        'for i in 1 2 3 4 5; do echo "asyncheartbeat: step=$i"; sleep 0.3; done; '
+        "for i in 1 2 3 4 5; do echo err-$i >&2; sleep 0.3; done; "
+        "while :; do sleep 0.05; done"
+    )
+    process = await start(command(dp, "run", "--task-id", task_id, *FAST, "--stall-timeout",
+                                  "1", "--", "sh", "-c", script))  # fmt: skip
+    status, out, err = await finish(process)
+    assert status == 120, err
+    assert out == "".join(f"out-{i}\n" for i in range(1, 6)) + "terminated\n"
+    assert "err-5\n" in err
+    assert dp.attempt(task_id).fields == {"step": "5"}
+    assert f"task {task_id!r}: stalled, command stopped: no progress for 1 s" in err
+
+
 async def test_run_of_a_missing_command_exits_127(dp: LocalDataPipeline) -> None:
     """A command that is not there: 127, as shells say it."""
     task_id = dp.add_task()
@@ -264,6 +286,25 @@ async def test_worker_runs_the_command_for_each_task_and_reports_how_it_ended(
     assert (failed.status.value, failed.error_id) == ("FAILED", "CommandFailed")
     assert failed.error_message == "sh exited with status 4: boom"
     assert failed.error_stack_trace == "boom\n"
+
+
+async def test_worker_reports_a_silent_command_failed_as_stalled(dp: LocalDataPipeline) -> None:
+    """--stall-timeout: a command that prints a line and then hangs is stopped, and its task
+    reported FAILED with errorId TaskStalled."""
+    dp.add_pipeline(worker_group="wg", maximum_retries=0)
+    process = await start(command(dp, "worker", "--worker-group", "wg", *FAST,
+                                  "--stall-timeout", "0.5", "--grace", "0.2",
+                                  "--", "sh", "-c", "echo started; sleep 30"))  # fmt: skip
+    with anyio.fail_after(10):
+        await dp.wait_for_calls(lambda calls: any(c.operation == "SetTaskStatus" for c in calls))
+    process.send_signal(signal.SIGTERM)
+    status, out, err = await finish(process)
+    assert status == 0, err
+    assert out == "started\n"
+    [attempt] = dp.service.handed_out.values()
+    assert (attempt.status.value, attempt.error_id, attempt.error_message) == (
+        "FAILED", "TaskStalled", "no progress for 0.5 s",
+    )  # fmt: skip
 
 
 async def test_worker_cut_short_by_sigterm_exits_143(dp: LocalDataPipeline) -> None:

@@ -592,6 +592,30 @@ async def test_hundreds_of_heartbeats_share_one_client(dp: LocalDataPipeline, cl
     assert all(dp.attempt(t).fields == {"owner": t} for t in task_ids if t != "task-7")
 
 
+async def test_a_body_that_progresses_keeps_its_lease_under_a_stall_timeout(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """A body noting progress keeps its task for many stall timeouts, every report
+    answered; once silent for stall_timeout it is stopped, the task still running."""
+    task_id = dp.add_task()
+    with anyio.fail_after(15), pytest.raises(TaskStopped) as caught:
+        async with Heartbeat(
+            client, task_id, interval=0.1, lease_timeout=2.0, stall_timeout=1.0
+        ) as hb:
+            started = anyio.current_time()
+            while len(dp.reports(task_id)) < 30:  # three stall timeouts' worth of reports
+                await anyio.sleep(0.02)
+                hb.progress()
+            silent_from = anyio.current_time()
+            progressed_for = silent_from - started
+            await anyio.sleep_forever()
+    assert caught.value.reason is CancelReason.STALLED
+    assert progressed_for > 2.0
+    assert anyio.current_time() - silent_from >= 1.0
+    assert {c.outcome for c in dp.reports(task_id)} == {"answered"}
+    assert dp.attempt(task_id).status.value == "RUNNING"
+
+
 # 13. Logging ----------------------------------------------------------------------------------
 
 

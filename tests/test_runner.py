@@ -238,6 +238,37 @@ async def test_a_task_taken_away_under_its_handler_is_not_reported(
     assert not events.of("failed")
 
 
+@pytest.mark.parametrize("cleanup_raises", [None, RuntimeError], ids=["quiet", "cleanup-raises"])
+async def test_a_stalled_handler_fails_its_task_with_the_stall_error_id(
+    dp: LocalDataPipeline, client: Any, cleanup_raises: type[Exception] | None
+) -> None:
+    """A handler silent for stall_timeout is stopped and its task, still ours, reported
+    FAILED once: errorId TaskStalled, how long it was silent, and where it was waiting,
+    even when its cleanup raises."""
+    dp.add_pipeline(worker_group=WORKER_GROUP, maximum_retries=0)
+
+    async def wait_for_an_answer_that_never_comes(task: Task, hb: Heartbeat) -> None:
+        hb.set_field("step", "connect")
+        try:
+            await anyio.sleep_forever()
+        finally:
+            if cleanup_raises is not None:
+                raise cleanup_raises("cleanup failed")
+
+    runner, events = make_runner(client, wait_for_an_answer_that_never_comes, stall_timeout=0.3)
+    await until(runner, lambda: events.wait_for("failed"))
+    [failed] = events.of("failed")
+    assert failed.reason is CancelReason.STALLED
+    assert isinstance(failed.error, cleanup_raises or TaskStopped)
+    assert statuses(dp, failed.task.task_id) == ["FAILED"]
+    attempt = dp.attempt(failed.task.task_id)
+    assert attempt.status.value == "FAILED"
+    assert (attempt.error_id, attempt.error_message) == ("TaskStalled", "no progress for 0.3 s")
+    assert "wait_for_an_answer_that_never_comes" in (attempt.error_stack_trace or "")
+    assert attempt.fields == {"step": "connect"}
+    assert [e.kind for e in events.seen] == ["started", "failed"]
+
+
 async def test_a_malformed_task_object_fails_that_task_and_the_runner_goes_on(
     dp: LocalDataPipeline, client: Any
 ) -> None:
@@ -459,6 +490,7 @@ async def test_a_client_that_would_cut_the_long_poll_is_refused(dp: LocalDataPip
         ({"shutdown_grace": -1}, "shutdown_grace must be"),
         ({"interval": 10, "lease_timeout": 5}, "lease_timeout"),
         ({"hostname": "h\x00st"}, "hostname"),
+        ({"stall_timeout": 0}, "stall_timeout must be"),
     ],
 )
 async def test_bad_options_are_refused_naming_them(

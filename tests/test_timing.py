@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -12,9 +13,12 @@ import pytest
 import trio.testing
 from botocore.exceptions import NoCredentialsError
 
-from asyncheartbeat import CancelReason, Heartbeat, HeartbeatError, TaskStopped
+from asyncheartbeat import CancelReason, Heartbeat, HeartbeatError, TaskStopped, run_with_heartbeat
 from asyncheartbeat._timing import BACKOFF_START, Timing
+from asyncheartbeat.instrumentation import EventKind
 from asyncheartbeat.testing import MockClient, MockServiceError
+
+from .conftest import EventLog
 
 pytestmark = pytest.mark.anyio
 
@@ -476,3 +480,211 @@ async def test_a_failing_service_is_not_called_an_overload(
     failed = heartbeat_warnings(caplog, "failed (")
     assert 10 <= len(failed) <= 4 * 10
     assert heartbeat_warnings(caplog, "more heartbeat warnings")
+
+
+# The stall watchdog -------------------------------------------------------------------------
+
+
+async def test_a_body_without_progress_is_stopped_exactly_at_stall_timeout(
+    events: EventLog,
+) -> None:
+    """No progress for stall_timeout after the body starts: STALLED then, told by one VERDICT."""
+    client = MockClient()
+    with pytest.raises(TaskStopped) as caught:
+        async with Heartbeat(client, TASK, interval=10, lease_timeout=50, stall_timeout=25) as hb:
+            started = anyio.current_time()
+            await anyio.sleep(1000)  # silent
+    assert caught.value.reason is CancelReason.STALLED
+    assert caught.value.detail == "no progress for 25 s"
+    assert hb.cancel_reason is CancelReason.STALLED
+    assert anyio.current_time() == started + 25
+    assert [e.reason for e in events.of(EventKind.VERDICT)] == [CancelReason.STALLED]
+
+
+async def note_progress(hb: Heartbeat) -> None:
+    hb.progress()
+
+
+async def set_a_field(hb: Heartbeat) -> None:
+    hb.set_field("rows", "1")
+
+
+async def set_a_ref(hb: Heartbeat) -> None:
+    hb.set_ref("input", "@node")
+
+
+async def remove_a_field(hb: Heartbeat) -> None:
+    hb.remove_field("rows")
+
+
+async def beat(hb: Heartbeat) -> None:
+    await hb.beat()
+
+
+@pytest.mark.parametrize("make_progress", [note_progress, set_a_field, set_a_ref,
+                                           remove_a_field, beat])  # fmt: skip
+async def test_each_kind_of_progress_defers_the_stall(
+    make_progress: Callable[[Heartbeat], Awaitable[None]],
+) -> None:
+    """progress(), set_field, set_ref, remove_field and beat() each restart the stall clock."""
+    with pytest.raises(TaskStopped) as caught:
+        async with Heartbeat(
+            MockClient(), TASK, interval=10, lease_timeout=50, stall_timeout=25
+        ) as hb:
+            started = anyio.current_time()
+            await anyio.sleep(20)
+            await make_progress(hb)
+            await anyio.sleep(1000)  # silent
+    assert caught.value.reason is CancelReason.STALLED
+    assert anyio.current_time() - started == pytest.approx(45)
+
+
+async def test_without_stall_timeout_a_silent_body_is_never_stopped() -> None:
+    """stall_timeout=None, the default: a body silent for a day runs to its end, reported
+    on schedule, and progress() does nothing."""
+    client = MockClient()
+    async with Heartbeat(client, TASK, interval=60, lease_timeout=300) as hb:
+        hb.progress()
+        await anyio.sleep(86_400 + 30)
+    assert hb.cancel_reason is None
+    assert len(client.calls) == 1 + 86_400 // 60
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(0, ValueError), (-1, ValueError), (math.nan, ValueError), (math.inf, ValueError),
+     ("30", TypeError), (True, TypeError)],
+)  # fmt: skip
+async def test_a_bad_stall_timeout_is_refused_naming_it(value: Any, error: type[Exception]) -> None:
+    """stall_timeout must be None or a finite number of seconds above 0, as the other options."""
+    with pytest.raises(error, match="stall_timeout"):
+        Heartbeat(MockClient(), TASK, stall_timeout=value)
+
+
+async def test_the_stall_clock_starts_when_the_body_starts() -> None:
+    """An acknowledgement answered after 40 s does not count toward a 25 s stall_timeout."""
+    durations = iter([40])
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        await anyio.sleep(next(durations, 0))
+        return {"canceled": False}
+
+    client = MockClient(answer)
+    with pytest.raises(TaskStopped) as caught:
+        async with Heartbeat(
+            client, TASK, interval=10, lease_timeout=100, call_timeout=50, stall_timeout=25
+        ):
+            started = anyio.current_time()
+            await anyio.sleep(1000)  # silent
+    assert caught.value.reason is CancelReason.STALLED
+    assert started - times(client)[0] == pytest.approx(40)
+    assert anyio.current_time() == started + 25
+
+
+async def test_a_stalled_body_still_reports_its_last_fields_on_exit() -> None:
+    """A stall_timeout shorter than the interval fires on time, and the fields set since the
+    last report still go out on exit: a stalled task is still ours."""
+    client = MockClient()
+    with pytest.raises(TaskStopped) as caught:
+        async with Heartbeat(client, TASK, interval=10, lease_timeout=50, stall_timeout=3) as hb:
+            started = anyio.current_time()
+            await anyio.sleep(1)
+            hb.set_field("step", "copy")
+            await anyio.sleep(1000)  # silent
+    assert caught.value.reason is CancelReason.STALLED
+    assert anyio.current_time() - started == pytest.approx(4)
+    assert [call.fields for call in client.calls] == [{}, {"step": "copy"}]
+    assert times(client)[1] - started == pytest.approx(4)
+
+
+async def test_a_stalled_task_cancelled_meanwhile_is_not_ours_to_fail(events: EventLog) -> None:
+    """The final report after a stall answered canceled: true: REQUESTED replaces STALLED,
+    for the task is no longer ours to report FAILED."""
+    client = MockClient(lambda task_id, fields: {"canceled": len(client.calls) > 1})
+    with pytest.raises(TaskStopped) as caught:
+        async with Heartbeat(client, TASK, interval=10, lease_timeout=50, stall_timeout=3) as hb:
+            hb.set_field("step", "copy")
+            await anyio.sleep(1000)  # silent
+    assert caught.value.reason is hb.cancel_reason is CancelReason.REQUESTED
+    assert [e.reason for e in events.of(EventKind.VERDICT)] == [
+        CancelReason.STALLED, CancelReason.REQUESTED,
+    ]  # fmt: skip
+
+
+async def test_run_with_heartbeat_passes_the_stall_timeout_on() -> None:
+    """fn has no heartbeat to note progress on: stall_timeout stops it that long after it
+    started."""
+
+    async def silent() -> None:
+        await anyio.sleep(1000)
+
+    started = anyio.current_time()
+    with pytest.raises(TaskStopped) as caught:
+        await run_with_heartbeat(
+            MockClient(), TASK, silent, interval=10, lease_timeout=50, stall_timeout=7
+        )
+    assert caught.value.reason is CancelReason.STALLED
+    assert anyio.current_time() - started == pytest.approx(7)
+
+
+async def test_progress_in_a_tight_loop_never_stalls_nor_moves_the_reports() -> None:
+    """A body noting progress a hundred times every 10 ms for 30 s, under a 50 ms
+    stall_timeout: never stalled, and the reports stay on their grid."""
+    client = MockClient()
+    async with Heartbeat(client, TASK, interval=10, lease_timeout=50, stall_timeout=0.05) as hb:
+        for _ in range(3_000):
+            for _ in range(100):
+                hb.progress()
+            await anyio.sleep(0.01)
+    assert hb.cancel_reason is None
+    assert len(client.calls) >= 3
+    assert set(gaps(client)) == {10}
+
+
+async def test_a_stall_during_a_shielded_step_is_declared_on_time_and_delivered_after_it(
+    events: EventLog,
+) -> None:
+    """The verdict comes at the stall time even while the body is shielded; the body is
+    stopped when its shield ends, and the verdict is told once."""
+    with pytest.raises(TaskStopped) as caught:
+        async with Heartbeat(
+            MockClient(), TASK, interval=10, lease_timeout=100, stall_timeout=20
+        ) as hb:
+            started = anyio.current_time()
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(21)
+                declared_while_shielded = hb.cancel_reason
+                await anyio.sleep(39)
+            await anyio.sleep(1000)  # silent
+    assert declared_while_shielded is CancelReason.STALLED
+    assert caught.value.reason is CancelReason.STALLED
+    assert anyio.current_time() - started == pytest.approx(60)
+    assert len(events.of(EventKind.VERDICT)) == 1
+
+
+async def test_a_stall_at_the_moment_of_a_cancel_gives_one_verdict(events: EventLog) -> None:
+    """The stall deadline and a canceled: true answer at the same instant: one reason wins,
+    the one raised, recorded and told once, whichever comes first (trio varies the order
+    of tasks woken together; twenty runs see both)."""
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        if len(client.calls) < 3:
+            return {"canceled": False}
+        await anyio.sleep(10)  # sent at 20, answered at 30: when the body stalls
+        return {"canceled": True}
+
+    winners: set[CancelReason] = set()
+    for _ in range(20):
+        client = MockClient(answer)
+        told_before = len(events.of(EventKind.VERDICT))
+        with pytest.raises(TaskStopped) as caught:
+            async with Heartbeat(
+                client, TASK, interval=10, lease_timeout=50, call_timeout=15, stall_timeout=30
+            ) as hb:
+                started = anyio.current_time()
+                await anyio.sleep(1000)  # silent
+        assert anyio.current_time() - started == pytest.approx(30)
+        [verdict] = events.of(EventKind.VERDICT)[told_before:]
+        assert verdict.reason is caught.value.reason is hb.cancel_reason
+        winners.add(verdict.reason)
+    assert winners == {CancelReason.STALLED, CancelReason.REQUESTED}

@@ -61,6 +61,14 @@ def _seconds(text: str, *, allow_zero: bool = False) -> float:
     return value
 
 
+def _number(text: str) -> float:
+    """A number, whatever its value: `_check_options` says which values can work."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+
+
 def _positive_seconds(text: str) -> float:
     return _seconds(text)
 
@@ -150,6 +158,12 @@ def _add_common(command: argparse.ArgumentParser) -> None:
         help="stop the command after this long without an answered report (default: 300)",
     )  # fmt: skip
     timing.add_argument(
+        "--stall-timeout", type=_number, metavar="SECONDS",
+        help="stop CMD when it has printed no line (on standard output or error) for this "
+        "long: a stall (run exits with 120; worker reports the task FAILED, errorId "
+        "TaskStalled); default: never",
+    )  # fmt: skip
+    timing.add_argument(
         "--grace", type=_seconds_or_zero, default=10.0, metavar="SECONDS",
         help="after SIGTERM, wait this long before SIGKILL (default: 10)",
     )  # fmt: skip
@@ -159,6 +173,8 @@ def _add_common(command: argparse.ArgumentParser) -> None:
 #: What `run` exits with: the one table behind ``--help`` and the docs (a test compares them).
 EXIT_STATUSES: tuple[tuple[str, str], ...] = (
     ("the command's own", "it ran to its end (128 + N if signal N ended it, as shells say)"),
+    (f"{EXIT_STATUS[CancelReason.STALLED]}",
+     "the command stalled: no line of output for `--stall-timeout`; report the task FAILED"),
     (f"{EXIT_STATUS[CancelReason.REQUESTED]}", "the service cancelled the task (`canceled: true`)"),
     (f"{EXIT_STATUS[CancelReason.TASK_NOT_FOUND]}",
      "the task or its pipeline is gone (reassigned, deleted)"),
@@ -386,13 +402,16 @@ async def _run_under_heartbeat(client: Any, args: argparse.Namespace) -> int:
         interval=args.interval,
         lease_timeout=args.lease_timeout,
         fields=args.field,
+        stall_timeout=args.stall_timeout,
     )
     command_started = False
     try:
         async with heartbeat as hb:
             _status(f"{task}: running {shlex.join(args.cmd)}")
             command_started = True
-            result = await run_command(args.cmd, hb, grace=args.grace)
+            # Its standard error is read only to see its lines, under a stall watchdog.
+            watched = args.stall_timeout is not None
+            result = await run_command(args.cmd, hb, grace=args.grace, capture_stderr=watched)
     except TaskStopped as stopped:
         if stopped.reason is CancelReason.LEASE_LOST and heartbeat.beats == 0:
             # Never acknowledged: the task was never ours, and the cause is on this side.
@@ -475,6 +494,7 @@ async def _run_worker(args: argparse.Namespace, metrics: Callable[[TaskEvent], N
             shutdown_grace=args.shutdown_grace,
             taskrunner_id=args.taskrunner_id,
             on_event=note,
+            stall_timeout=args.stall_timeout,
         )
         async with anyio.create_task_group() as tg:
 
@@ -566,9 +586,11 @@ def _listen(host: str, port: int) -> socket.socket:
 def _check_options(args: argparse.Namespace) -> None:
     """Refuse, naming the option, what parses but cannot work."""
     try:
-        Timing.check(args.interval, args.lease_timeout, None)
+        Timing.check(args.interval, args.lease_timeout, None, args.stall_timeout)
     except ValueError as problem:
-        text = str(problem).replace("lease_timeout", "--lease-timeout")
+        text = str(problem)
+        for name in ("lease_timeout", "stall_timeout"):
+            text = text.replace(name, "--" + name.replace("_", "-"))
         raise ValueError(text.replace("than interval", "than --interval")) from None
     if args.command == "run":
         check_member("ReportTaskProgressInput", "taskId", args.task_id, name="--task-id")

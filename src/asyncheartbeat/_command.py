@@ -49,6 +49,7 @@ STDERR_TAIL = 4096
 
 #: The exit status of ``asyncheartbeat run`` when the heartbeat stopped the command.
 EXIT_STATUS = {
+    CancelReason.STALLED: 120,
     CancelReason.REQUESTED: 121,
     CancelReason.TASK_NOT_FOUND: 122,
     CancelReason.PIPELINE_NOT_FOUND: 122,
@@ -82,7 +83,9 @@ async def run_command(
 
     Lines of its standard output that match `FIELD_LINE` set the task's progress fields;
     the other lines go to ``output`` (standard output by default). With ``capture_stderr``,
-    standard error is passed through too and its last `STDERR_TAIL` characters kept.
+    standard error is passed through too and its last `STDERR_TAIL` characters kept. Each
+    line read (on standard output, and on standard error if captured) counts as progress
+    for the heartbeat's stall watchdog.
     """
     process = await anyio.open_process(
         list(argv),
@@ -106,7 +109,11 @@ async def run_command(
                 tg.start_soon(_read_fields, process.stdout, heartbeat, shown)
                 if process.stderr is not None:
                     tg.start_soon(
-                        _keep_tail, process.stderr, tail, _pass_through(tg, sys.stderr.buffer)
+                        _keep_tail,
+                        process.stderr,
+                        tail,
+                        _pass_through(tg, sys.stderr.buffer),
+                        heartbeat,
                     )
         readers_done.set()
 
@@ -233,6 +240,8 @@ async def _read_fields(
         async for chunk in stream:
             pieces: list[bytes | bytearray] = []
             *lines, rest = chunk.split(b"\n")
+            if lines:
+                hb.progress()
             for line in lines:
                 if in_long_line or len(pending) + len(line) > MAX_LINE:
                     pieces += (pending, line, b"\n")
@@ -273,10 +282,13 @@ async def _keep_tail(
     stream: anyio.abc.ByteReceiveStream,
     tail: collections.deque[bytes],
     shown: MemoryObjectSendStream[bytes],
+    hb: Heartbeat,
 ) -> None:
     with shown:
         kept = 0
         async for chunk in stream:
+            if b"\n" in chunk:
+                hb.progress()
             await shown.send(chunk)
             tail.append(chunk)
             kept += len(chunk)

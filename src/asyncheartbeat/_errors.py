@@ -8,6 +8,11 @@ import enum
 class CancelReason(enum.Enum):
     """Why the heartbeat cancelled the work it guards.
 
+    Every reason but ``STALLED`` comes from the service: the task is no longer yours (or,
+    for ``REJECTED``, your calls are refused), so do not call SetTaskStatus. ``STALLED`` is
+    the heartbeat's own decision about a task that is still yours: report it FAILED, so
+    that the service retries it.
+
     Each value's text (``reason.value``) is what `TaskStopped`'s message shows in brackets.
     What to do after each: [the table of cancel reasons][cancel-reasons].
 
@@ -24,6 +29,9 @@ class CancelReason(enum.Enum):
             likely reassigned.
         REJECTED: The service refused the report itself (bad request, credentials,
             permissions).
+        STALLED: The body showed no progress for ``stall_timeout`` seconds. The task is
+            still yours: report it FAILED (`TaskRunner` does), so that the service retries
+            it.
     """
 
     #: A report answered ``canceled: true``: someone cancelled the task or its pipeline.
@@ -38,6 +46,14 @@ class CancelReason(enum.Enum):
     LEASE_LOST = "lease-lost"
     #: The service refused the report itself (bad request, credentials, permissions).
     REJECTED = "rejected"
+    #: The body showed no progress for ``stall_timeout`` seconds. The task is still yours:
+    #: report it FAILED (`TaskRunner` does), so that the service retries it.
+    STALLED = "stalled"
+
+
+def stalled_detail(stall_timeout: float) -> str:
+    """What a ``STALLED`` verdict says, in `TaskStopped` and in the task's ``errorMessage``."""
+    return f"no progress for {stall_timeout:g} s"
 
 
 class HeartbeatError(Exception):
@@ -50,12 +66,16 @@ class HeartbeatError(Exception):
 
 
 class TaskStopped(HeartbeatError):
-    """The work was stopped because the task is no longer ours to run.
+    """The heartbeat stopped the work: the task is no longer ours to run, or it stalled.
 
     An ordinary exception, not a cancellation exception, so that a worker loop can catch it
     and move on to its next task. ``reason`` says why; for ``REQUESTED``, ``TASK_NOT_FOUND``,
-    ``PIPELINE_*`` and ``LEASE_LOST`` the caller should not call SetTaskStatus. The client's
-    own error, if there was one, is its ``__cause__``.
+    ``PIPELINE_*`` and ``LEASE_LOST`` the caller should not call SetTaskStatus. ``STALLED``
+    is the exception: the body made no progress for ``stall_timeout`` seconds, the task is
+    still the caller's, and the caller should report it FAILED so that the service retries
+    it (as `TaskRunner` does).
+
+    The client's own error, if there was one, is its ``__cause__``.
 
     Its text reads ``task '<task id>' cancelled (<reason>): <detail>``.
 

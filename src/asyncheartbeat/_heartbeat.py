@@ -15,7 +15,7 @@ import anyio.lowlevel
 
 from ._call_layer import ACKNOWLEDGEMENT_LIMIT, CallLayer
 from ._client import Answer, Failure, ProgressClient, report_answer_problem
-from ._errors import CancelReason, HeartbeatError, TaskStopped
+from ._errors import CancelReason, HeartbeatError, TaskStopped, stalled_detail
 from ._fields import FieldsInput, ProgressFields, check_task_id
 from ._timing import Timing
 from .instrumentation import Event, EventKind
@@ -44,7 +44,8 @@ class Heartbeat:
     Entering acknowledges the task with a first ReportTaskProgress and returns once it
     succeeded. A background task then reports every ``interval`` seconds and cancels the
     body when the service answers ``canceled: true``, answers that the task or pipeline is
-    gone, refuses the report, or when no report has succeeded for ``lease_timeout`` seconds.
+    gone, refuses the report, or when no report has succeeded for ``lease_timeout`` seconds;
+    with a ``stall_timeout``, also when the body has shown no progress for that long.
     Leaving the block then raises `TaskStopped` (unless ``raise_on_cancel=False``).
 
     ```python
@@ -78,9 +79,15 @@ class Heartbeat:
         raise_on_cancel: When False, a block the heartbeat stopped ends quietly and
             `cancel_reason` says why. A refused acknowledgement raises all the same: a
             context manager cannot skip its body.
+        stall_timeout: Seconds the body may go without progress (`progress`, `set_field`,
+            `set_ref`, `remove_field` or `beat`) before it is stopped with
+            `CancelReason.STALLED`, counted from when the body starts; None (the default)
+            never stops it for that. Unlike the other reasons, a stalled task is still
+            yours: report it FAILED so that the service retries it.
 
     Raises:
-        TypeError: ``client`` has no ``report_task_progress``, or is a sync client.
+        TypeError: ``client`` has no ``report_task_progress``, or is a sync client, or an
+            option is not a number.
         ValueError: A number is out of range or they do not fit together, or ``task_id``
             or a field breaks the service's model.
 
@@ -102,6 +109,7 @@ class Heartbeat:
         lease_timeout: float = 300.0,
         call_timeout: float | None = None,
         raise_on_cancel: bool = True,
+        stall_timeout: float | None = None,
     ) -> None:
         raw_client = client.client if isinstance(client, CallLayer) else client
         if not callable(getattr(raw_client, "report_task_progress", None)):
@@ -111,7 +119,7 @@ class Heartbeat:
             )
         self._layer = CallLayer.of(client)
         self.task_id = check_task_id(task_id)
-        self._timing = Timing.check(interval, lease_timeout, call_timeout)
+        self._timing = Timing.check(interval, lease_timeout, call_timeout, stall_timeout)
         self._fields = ProgressFields(fields)
         self._raise_on_cancel = raise_on_cancel
         self._state = _State.NEW
@@ -140,6 +148,9 @@ class Heartbeat:
         self._sleep_scope: anyio.CancelScope | None = None  # the keep-alive task's, between reports
         self._progress: anyio.Event | None = None  # set when a report is answered or it all ends
         self._crash: BaseException | None = None
+        # The stall watchdog's: whether the body runs under one, and when it last progressed.
+        self._watching = False
+        self._last_progress = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -151,6 +162,7 @@ class Heartbeat:
 
     def set_field(self, key: str, value: str) -> None:
         """Set a ``stringValue`` field; the next report carries it.
+        Counts as progress.
 
         Args:
             key: The field's key (1 to 256 characters).
@@ -163,9 +175,11 @@ class Heartbeat:
         """
         self._check_not_ended()
         self._fields.set(key, "stringValue", value)
+        self.progress()
 
     def set_ref(self, key: str, object_id: str) -> None:
         """Set a ``refValue`` field (another pipeline object's id); the next report carries it.
+        Counts as progress.
 
         Args:
             key: The field's key (1 to 256 characters).
@@ -177,9 +191,11 @@ class Heartbeat:
         """
         self._check_not_ended()
         self._fields.set(key, "refValue", object_id)
+        self.progress()
 
     def remove_field(self, key: str) -> None:
         """Stop sending ``key``. The service keeps the value it already has.
+        Counts as progress.
 
         Args:
             key: The field's key; a key not set is ignored.
@@ -189,6 +205,18 @@ class Heartbeat:
         """
         self._check_not_ended()
         self._fields.remove(key)
+        self.progress()
+
+    def progress(self) -> None:
+        """Tell the stall watchdog that the work advances, without a field to set.
+
+        Nothing is sent: this only notes the time (anyio's clock), so it may be called
+        once per turn of a loop. Without a ``stall_timeout``, and outside the body, it does
+        nothing. Call it from the event loop's thread; from a worker thread, through
+        ``anyio.from_thread.run_sync(hb.progress)``.
+        """
+        if self._watching:
+            self._last_progress = anyio.current_time()
 
     @property
     def fields(self) -> list[dict[str, str]]:
@@ -228,6 +256,14 @@ class Heartbeat:
         # Both are entered here and left in __aexit__, by the task running the block.
         self._body_scope = anyio.CancelScope().__enter__()
         task_group.start_soon(self._keep_alive, first_due, name=f"asyncheartbeat:{self.task_id}")
+        if self._timing.stall_timeout is not None:
+            # Counted from here: an acknowledgement slow to come is no stall of the body's.
+            self._last_progress = anyio.current_time()
+            self._watching = True
+            task_group.start_soon(
+                self._watch_for_stall, self._timing.stall_timeout,
+                name=f"asyncheartbeat:{self.task_id}:stall",
+            )  # fmt: skip
         self._task_group = task_group
         self._state = _State.RUNNING
         # Last, so that nothing between it and __aexit__ (which sends ENDED) can fail.
@@ -259,6 +295,7 @@ class Heartbeat:
     ) -> bool:
         body_cancelled_by_us = self._body_scope.__exit__(exc_type, exc, traceback)
         self._state = _State.CLOSING
+        self._watching = False
         self._wake_waiters()
         try:
             # Stop reporting now: neither a pending sleep nor an in-flight call is waited for.
@@ -266,11 +303,14 @@ class Heartbeat:
             self._task_group.cancel_scope.cancel()
             await self._task_group.__aexit__(None, None, None)
 
-            # Cancellation, KeyboardInterrupt and SystemExit are not waited on for a report.
-            body_ended_by_itself = exc is None or isinstance(exc, Exception)
+            # Cancellation, KeyboardInterrupt and SystemExit are not waited on for a report;
+            # our own cancellation of a stalled body is: that task is still ours.
+            ended_by_itself_or_us = (
+                exc is None or isinstance(exc, Exception) or body_cancelled_by_us
+            )
             if (
-                body_ended_by_itself
-                and self.cancel_reason is None
+                ended_by_itself_or_us
+                and self.cancel_reason in (None, CancelReason.STALLED)
                 and self._crash is None
                 and self._fields.version != self._answered_version
             ):
@@ -313,6 +353,7 @@ class Heartbeat:
                 f"beat() needs the heartbeat of task {self.task_id!r} running; it is "
                 f"{self._state.value}"
             )
+        self.progress()
         in_flight = self._in_flight
         if in_flight is not None and in_flight[1] == self._fields.version:
             wanted = in_flight[0]
@@ -523,13 +564,34 @@ class Heartbeat:
         elif isinstance(result, Failure) and result.reason is not None:
             # The service's latest word, after the report beside which this went was
             # answered: the task is gone (or the reports refused), whatever came before.
-            self._stop_after_late_verdict(result)
+            self._stop_beside_keep_alive(result.reason, result.description, result.error)
 
-    def _stop_after_late_verdict(self, result: Failure) -> None:
+    async def _watch_for_stall(self, stall_timeout: float) -> None:
+        """Stop the work once the body has shown no progress for ``stall_timeout``.
+
+        The body's progress only notes the time; this sleeps until that time plus
+        ``stall_timeout``, and again from a later progress noted meanwhile, so that it
+        wakes about once per ``stall_timeout`` however often the body progresses.
+        """
+        try:
+            # Re-armed, not woken: an Event set by every progress() would cost each call more.
+            while True:
+                deadline = self._last_progress + stall_timeout
+                if anyio.current_time() >= deadline:
+                    break
+                await anyio.sleep_until(deadline)
+            self._stop_beside_keep_alive(CancelReason.STALLED, stalled_detail(stall_timeout), None)
+        except Exception as exc:
+            self._crashed(exc)
+
+    def _stop_beside_keep_alive(
+        self, reason: CancelReason, detail: str, cause: BaseException | None
+    ) -> None:
+        """A verdict reached outside the keep-alive loop (a second attempt's late answer,
+        the stall watchdog): the first verdict stands, and the keep-alive task ends."""
         if self.cancel_reason is not None or self._state is not _State.RUNNING:
             return
-        assert result.reason is not None
-        self._stop_work(result.reason, result.description, result.error)
+        self._stop_work(reason, detail, cause)
         if self._sleep_scope is not None:  # the keep-alive task sees the verdict, and ends
             self._sleep_scope.cancel()
 
@@ -604,12 +666,16 @@ async def run_with_heartbeat(
     fields: FieldsInput | None = None,
     lease_timeout: float = 300.0,
     call_timeout: float | None = None,
+    stall_timeout: float | None = None,
 ) -> T:
     """Await ``fn(*args)`` under a `Heartbeat` and return its result.
 
     ```python
     rows = await run_with_heartbeat(client, task_id, copy_table, "orders", interval=30)
     ```
+
+    ``fn`` has no heartbeat to report progress on, so a ``stall_timeout`` stops it that
+    long after it started unless it returns first: a limit on its run time.
 
     Args:
         client: As for `Heartbeat`.
@@ -620,9 +686,10 @@ async def run_with_heartbeat(
         fields: As for `Heartbeat`.
         lease_timeout: As for `Heartbeat`.
         call_timeout: As for `Heartbeat`.
+        stall_timeout: As for `Heartbeat`.
 
     Returns:
-        What ``fn`` returned.
+        What ``fn(*args)`` returned.
 
     Raises:
         TaskStopped: The heartbeat stopped it: there is no result to return then.
@@ -634,6 +701,7 @@ async def run_with_heartbeat(
         fields=fields,
         lease_timeout=lease_timeout,
         call_timeout=call_timeout,
+        stall_timeout=stall_timeout,
     ):
         return await fn(*args)
     raise AssertionError("unreachable: a cancelled heartbeat raises TaskStopped")

@@ -15,7 +15,7 @@ import anyio
 
 from ._call_layer import ACKNOWLEDGEMENT_LIMIT, LONGEST_POLL, CallLayer, Reply, client_config
 from ._client import Failure
-from ._errors import CancelReason, HeartbeatError, TaskStopped
+from ._errors import CancelReason, HeartbeatError, TaskStopped, stalled_detail
 from ._fields import check_member
 from ._heartbeat import Heartbeat
 from ._model import member_shape
@@ -26,6 +26,9 @@ logger = logging.getLogger("asyncheartbeat.runner")
 
 Handler = Callable[[Task, Heartbeat], Awaitable[object]]
 EventKind = Literal["started", "finished", "false", "failed", "cancelled", "unreported"]
+
+#: The ``errorId`` of a task reported FAILED because its heartbeat found it stalled.
+STALLED_ERROR_ID = "TaskStalled"
 
 
 class PreconditionFalse(Exception):
@@ -72,11 +75,11 @@ class TaskEvent:
 
     - ``started``: its handler was called.
     - ``finished`` / ``false`` / ``failed``: the handler returned / raised
-      `PreconditionFalse` / raised anything else, and SetTaskStatus FINISHED / FALSE /
-      FAILED landed.
-    - ``cancelled``: the heartbeat stopped the work (``reason`` says why; nothing is
-      reported, the task is no longer ours), or the runner shut down (``reason`` None: the
-      service reassigns it).
+      `PreconditionFalse` / raised anything else, or the heartbeat stopped it as stalled
+      (``reason`` ``STALLED``), and SetTaskStatus FINISHED / FALSE / FAILED landed.
+    - ``cancelled``: the heartbeat stopped the work for any other reason (``reason`` says
+      why; nothing is reported, the task is no longer ours), or the runner shut down
+      (``reason`` None: the service reassigns it).
     - ``unreported``: the handler ended but its status did not land (SetTaskStatus failed
       until the lease ran out, or was refused: ``reason`` then says why); the service times
       the attempt out and retries it.
@@ -96,10 +99,11 @@ class TaskEvent:
     task: Task
     #: Seconds since the task started (0 for "started").
     duration: float
-    #: Why it was cancelled, or why its status was refused; None otherwise.
+    #: Why it was cancelled, why its status was refused, or ``STALLED`` for a task failed
+    #: as stalled; None otherwise.
     reason: CancelReason | None = None
     #: The handler's exception ("failed", or "unreported" after one), `TaskStopped` for a
-    #: cancellation by the heartbeat, or what the handler raised after it.
+    #: cancellation by the heartbeat or a stall, or what the handler raised after it.
     error: BaseException | None = None
 
 
@@ -108,7 +112,9 @@ class TaskRunner:
 
     At most ``concurrency`` tasks run at once, and no poll is made while all are busy. Each
     task runs under a `Heartbeat`; the handler returning reports FINISHED, raising reports
-    FAILED, and a task the heartbeat stopped is not reported (it is no longer ours).
+    FAILED, and a task the heartbeat stopped is not reported (it is no longer ours), except
+    a stalled one: that is reported FAILED with ``errorId`` ``TaskStalled``, for the
+    service to retry.
     `run` returns after `stop`, a ``terminate`` answer to the runner's own heartbeat, or a
     PollForTask refusal; running tasks get ``shutdown_grace`` seconds to finish, then are
     cancelled and left to the service to reassign.
@@ -148,6 +154,9 @@ class TaskRunner:
             pauses are drawn at random from a range that doubles each time, up to this.
         on_event: Called with a `TaskEvent` as each task starts and ends. A hook that
             raises is logged and does not stop the runner.
+        stall_timeout: Each task's stall timeout, as for `Heartbeat`: a handler that shows
+            no progress for this many seconds is stopped and its task reported FAILED
+            with ``errorId`` ``TaskStalled``; None (the default) never stops one for it.
 
     Raises:
         TypeError: ``client`` lacks one of the four calls a runner makes, or ``handler`` is
@@ -182,6 +191,7 @@ class TaskRunner:
         shutdown_grace: float = 30.0,
         max_poll_pause: float = 30.0,
         on_event: Callable[[TaskEvent], object] | None = None,
+        stall_timeout: float | None = None,
     ) -> None:
         raw_client = client.client if isinstance(client, CallLayer) else client
         for method in ("poll_for_task", "report_task_progress", "set_task_status",
@@ -217,7 +227,7 @@ class TaskRunner:
         self._instance_identity = dict(instance_identity) if instance_identity else None
         self._handler = handler
         self.concurrency = concurrency
-        self._timing = Timing.check(interval, lease_timeout, call_timeout)
+        self._timing = Timing.check(interval, lease_timeout, call_timeout, stall_timeout)
         self._runner_heartbeat_interval = check_seconds(
             "runner_heartbeat_interval", runner_heartbeat_interval
         )
@@ -334,27 +344,47 @@ class TaskRunner:
             interval=self._timing.interval,
             lease_timeout=self._timing.lease_timeout,
             call_timeout=self._timing.call_timeout,
+            stall_timeout=self._timing.stall_timeout,
         )
 
         def event(kind: EventKind, **details: Any) -> TaskEvent:
             return TaskEvent(kind, task, anyio.current_time() - started, **details)
 
-        async def end(status: str, kind: EventKind, error: Exception | None = None) -> None:
-            fields = _error_fields(error) if status == "FAILED" and error is not None else {}
+        async def end(
+            status: str,
+            kind: EventKind,
+            error: Exception | None = None,
+            *,
+            fields: dict[str, str] | None = None,
+            reason: CancelReason | None = None,
+        ) -> None:
+            if fields is None:
+                fields = _error_fields(error) if status == "FAILED" and error is not None else {}
             outcome = await self._set_status(task.task_id, status, heartbeat.last_success, **fields)
-            landed = outcome is True
-            self._emit(
-                event(kind if landed else "unreported", reason=_reason(outcome), error=error)
-            )
+            if outcome is True:
+                self._emit(event(kind, reason=reason, error=error))
+            else:
+                self._emit(event("unreported", reason=outcome.reason, error=error))
+
+        async def fail_stalled(error: Exception) -> None:
+            # Still ours, unlike every other reason: FAILED, so that the service retries it.
+            assert self._timing.stall_timeout is not None
+            fields = _stalled_fields(stalled_detail(self._timing.stall_timeout), error)
+            await end("FAILED", "failed", error, fields=fields, reason=CancelReason.STALLED)
 
         try:
             try:
                 async with heartbeat:
                     await self._handler(task, heartbeat)
             except TaskStopped as stopped:
-                self._emit(event("cancelled", reason=stopped.reason, error=stopped))
+                if stopped.reason is CancelReason.STALLED:
+                    await fail_stalled(stopped)
+                else:
+                    self._emit(event("cancelled", reason=stopped.reason, error=stopped))
             except Exception as error:
-                if heartbeat.cancel_reason is not None:
+                if heartbeat.cancel_reason is CancelReason.STALLED:
+                    await fail_stalled(error)  # what its cleanup raised does not change that
+                elif heartbeat.cancel_reason is not None:
                     # The heartbeat stopped the work: the task is no longer ours to report,
                     # whatever the handler's cleanup raised afterwards.
                     self._emit(event("cancelled", reason=heartbeat.cancel_reason, error=error))
@@ -480,8 +510,16 @@ def _check_read_timeout(client: Any) -> None:
         )
 
 
-def _reason(outcome: Literal[True] | Failure) -> CancelReason | None:
-    return None if outcome is True else outcome.reason
+def _stalled_fields(detail: str, error: Exception) -> dict[str, str]:
+    """The error fields of a task stopped as stalled: its errorId and ``detail``, and as
+    errorStackTrace, where the handler was waiting when it was stopped: the stack of the
+    cancellation that stopped it (the `TaskStopped`'s or its cleanup's context)."""
+    trace = f"{STALLED_ERROR_ID}: {detail}\n"
+    cancelled = error.__context__
+    if isinstance(cancelled, anyio.get_cancelled_exc_class()) and cancelled.__traceback__:
+        where = "".join(traceback.format_tb(cancelled.__traceback__))
+        trace = f"The handler was stopped here (most recent call last):\n{where}{trace}"
+    return _error_fields(FailTask(detail, error_id=STALLED_ERROR_ID, stack_trace=trace))
 
 
 def _error_fields(error: Exception) -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""The timing rules: interval, lease, call timeout (when to hedge), backoff and lateness,
-checked once."""
+"""The timing rules: interval, lease, call timeout (when to hedge), stall timeout, backoff
+and lateness, checked once."""
 
 from __future__ import annotations
 
@@ -20,9 +20,17 @@ class Timing:
     interval: float
     lease_timeout: float
     call_timeout: float
+    #: How long the body may show no progress before it is stopped; None: never.
+    stall_timeout: float | None = None
 
     @classmethod
-    def check(cls, interval: float, lease_timeout: float, call_timeout: float | None) -> Timing:
+    def check(
+        cls,
+        interval: float,
+        lease_timeout: float,
+        call_timeout: float | None,
+        stall_timeout: float | None = None,
+    ) -> Timing:
         """Validate the options and fill in the default call timeout."""
         interval = check_seconds("interval", interval)
         lease_timeout = check_seconds("lease_timeout", lease_timeout)
@@ -42,7 +50,10 @@ class Timing:
                 f"after a slow answer: it must be more than interval ({interval:g} s) plus "
                 f"call_timeout ({call_timeout:g} s)"
             )
-        return cls(interval, lease_timeout, call_timeout)
+        # The watchdog is independent of the reports: any length works beside any interval.
+        if stall_timeout is not None:
+            stall_timeout = check_seconds("stall_timeout", stall_timeout)
+        return cls(interval, lease_timeout, call_timeout, stall_timeout)
 
     @property
     def backoff_start(self) -> float:

@@ -20,6 +20,13 @@ class EventKind(enum.StrEnum):
         RETRIED: A failed call is tried again after ``delay`` seconds.
         HEDGED: A call unanswered for ``delay`` seconds got a second attempt beside it.
         LATE: A scheduled report started ``delay`` seconds after its slot.
+        SCHEDULED: A scheduled report was answered, or given up, ``delay`` seconds after
+            its slot: its lateness against the schedule (every scheduled report; LATE
+            only for those over the threshold).
+        ACKNOWLEDGED: A heartbeat's first report was answered and its body starts: it
+            holds the lease.
+        ENDED: A heartbeat that was ACKNOWLEDGED has ended, by any way out (``reason`` set
+            if it stopped the work): exactly one ENDED follows each ACKNOWLEDGED.
         VERDICT: A heartbeat stopped its work, for ``reason``.
         OVERLOADED: Over the last window, more reports were late than the client can
             explain by errors.
