@@ -1,4 +1,4 @@
-# Sourced by the other scripts: make .venv with the project, every extra and the dev group,
+# Sourced by the other scripts: make .venv with the project, every extra and every group,
 # at the versions of constraints.txt, once per change of pyproject.toml or constraints.txt.
 # Needs only a Python >= 3.11 (set PYTHON to choose one) and PyPI.
 python=${PYTHON:-python3}
@@ -15,7 +15,9 @@ print(h.hexdigest())')
 if [ "$(cat .venv/.installed 2>/dev/null)" != "$want" ]; then
     # pip >= 25.1 reads dependency groups (--group).
     .venv/bin/python -m pip install --quiet --upgrade 'pip>=25.1'
+    # shellcheck disable=SC2046 - one word per option
     .venv/bin/python -m pip install --quiet -c constraints.txt \
-        --editable '.[testing,boto3]' --group dev
+        --editable ".[$(.venv/bin/python scripts/_requirements.py extras)]" \
+        $(.venv/bin/python scripts/_requirements.py groups)
     echo "$want" > .venv/.installed
 fi

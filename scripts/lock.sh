@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Write constraints.txt: the versions a fresh venv resolves today for the project with every
-# extra and the dev group. Run it after changing dependencies in pyproject.toml, and commit
+# extra and every dependency group. Run it after changing dependencies in pyproject.toml, and commit
 # the result; scripts/_venv.sh installs exactly these versions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,10 +9,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$python" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet --upgrade 'pip>=25.1'
-extras=$("$work/venv/bin/python" -c 'import tomllib
-print(",".join(tomllib.load(open("pyproject.toml", "rb"))["project"].get("optional-dependencies", {})))')
-groups=$("$work/venv/bin/python" -c 'import tomllib
-print(" ".join(f"--group {g}" for g in tomllib.load(open("pyproject.toml", "rb")).get("dependency-groups", {})))')
+extras=$("$work/venv/bin/python" scripts/_requirements.py extras)
+groups=$("$work/venv/bin/python" scripts/_requirements.py groups)
 # shellcheck disable=SC2086 - one --group option per group
 "$work/venv/bin/python" -m pip install --quiet ".[${extras}]" $groups
 {
