@@ -1,5 +1,7 @@
 """Keep an AWS Data Pipeline task alive while async job code runs."""
 
+import logging
+
 from ._call_layer import CallLayer, client_config
 from ._client import ProgressClient
 from ._errors import CancelReason, HeartbeatError, TaskStopped
@@ -23,3 +25,7 @@ __all__ = [
     "client_config",
     "run_with_heartbeat",
 ]
+
+# A library's records go where the application's logging configuration sends them; without
+# one, not to stderr through logging.lastResort.
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -33,6 +33,7 @@ from ._admission import Admission
 from ._client import Failure, local_error, read_failure
 from ._errors import HeartbeatError
 from ._latency import Latency
+from ._log import fields
 from ._overload import OverloadWindow
 from ._throttle import OperationRate
 from ._timing import jittered_backoff
@@ -393,7 +394,7 @@ class CallLayer:
                 try:
                     hook(event)
                 except Exception:  # an observer must never break the calls it observes
-                    logger.exception("hook %r failed", hook)
+                    logger.exception("hook %r failed", hook, extra=fields("hook_failed"))
 
     # -- internals ----------------------------------------------------------------------------
 
