@@ -15,8 +15,6 @@ from asyncheartbeat.testing import Fault, LocalDataPipeline
 
 from .test_runner import WORKER_GROUP, do_nothing, make_runner, until
 
-FAST = {"interval": 0.1, "lease_timeout": 1.0}
-
 # A real warning of the library's: the logging hook told of an overload, outside any loop.
 WARN = """
 import logging, sys
@@ -64,7 +62,7 @@ async def test_heartbeat_records_carry_task_operation_attempt_delay_and_reason(
         Fault.error("InternalServiceError", message="first line\nsecond line"), task_id=task_id
     )
     with anyio.fail_after(10), pytest.raises(TaskStopped):
-        async with Heartbeat(client, task_id, **FAST):
+        async with Heartbeat(client, task_id, interval=0.1, lease_timeout=1.0):
             await dp.wait_for_reports(task_id, 3)
             dp.cancel_task(task_id)
             await anyio.sleep_forever()
