@@ -8,6 +8,7 @@ from ._errors import CancelReason, HeartbeatError, TaskStopped
 from ._heartbeat import Heartbeat, run_with_heartbeat
 from ._runner import FailTask, PreconditionFalse, TaskEvent, TaskRunner
 from ._task import PipelineObject, Task
+from ._threaded import ThreadedClient
 
 __all__ = [
     "CallLayer",
@@ -22,6 +23,7 @@ __all__ = [
     "TaskEvent",
     "TaskRunner",
     "TaskStopped",
+    "ThreadedClient",
     "client_config",
     "run_with_heartbeat",
 ]
