@@ -28,15 +28,25 @@ def pytest_configure(config: pytest.Config) -> None:
         "local_datapipeline(**options): options for the local_datapipeline fixture "
         "(ack_timeout, report_timeout, poll_timeout, seed, record_calls, rate_limits)",
     )
-    # pytest-asyncio's plugin is named "asyncio"; `-p no:asyncio` leaves it out even when
-    # it is installed, so its presence is asked of pytest, not of the import system.
-    if config.pluginmanager.has_plugin("asyncio"):
+    # Asked of pytest, not of the import system: `-p no:asyncio` leaves pytest-asyncio out
+    # even when it is installed.
+    if _pytest_asyncio_loaded(config):
         from . import _fixtures  # noqa: PLC0415 - it imports pytest_asyncio
 
         fixtures: object = _fixtures
     else:
         fixtures = _MissingPytestAsyncio()
     config.pluginmanager.register(fixtures, "asyncheartbeat-fixtures")
+
+
+def _pytest_asyncio_loaded(config: pytest.Config) -> bool:
+    # Its entry point names it "asyncio"; `-p pytest_asyncio.plugin` or a conftest's
+    # `pytest_plugins` register it under its module's name.
+    manager = config.pluginmanager
+    return manager.has_plugin("asyncio") or any(
+        getattr(plugin, "__name__", "").startswith("pytest_asyncio")
+        for plugin in manager.get_plugins()
+    )
 
 
 @functools.cache
