@@ -142,13 +142,17 @@ def run(args: argparse.Namespace) -> int:
     except ControlError as error:
         print(f"asyncheartbeat: {error}", file=sys.stderr)
         return 1
-    if args.move == "calls":
-        for call in result:
-            print(json.dumps(call))
-    elif args.move == "attempt":
-        print(json.dumps(result, indent=2))
-    elif result is not None:
-        print(result)
+    try:
+        if args.move == "calls":
+            for call in result:
+                print(json.dumps(call))
+        elif args.move == "attempt":
+            print(json.dumps(result, indent=2))
+        elif result is not None:
+            print(result)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `ctl calls | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
