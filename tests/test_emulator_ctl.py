@@ -17,7 +17,7 @@ import pytest
 
 from asyncheartbeat import CancelReason, Heartbeat, TaskStopped
 from asyncheartbeat._cli import main
-from asyncheartbeat.testing import LocalDataPipeline
+from asyncheartbeat.testing import LocalDataPipeline, pytest_plugin
 from asyncheartbeat.testing._service import AttemptStatus
 
 from .conftest import make_client
@@ -186,3 +186,19 @@ def test_emulator_log_requests_prints_a_line_per_request() -> None:
     assert [line.split()[2:4] for line in lines] == [
         ["_emulator/add_task", "200"], ["_emulator/cancel_task", "200"]
     ]  # fmt: skip
+
+
+@pytest.mark.asyncio
+async def test_aiobotocore_finds_the_emulator_through_the_endpoint_variable(
+    dp: LocalDataPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS_ENDPOINT_URL_DATA_PIPELINE points a client made without endpoint_url at it."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DATA_PIPELINE", dp.url)
+    task_id = dp.add_task()
+    async with pytest_plugin.botocore_session().create_client(
+        "datapipeline", region_name="us-east-1", aws_access_key_id="test",
+        aws_secret_access_key="test", config=pytest_plugin.client_config(poll_timeout=90),
+    ) as client:  # fmt: skip
+        assert client.meta.endpoint_url == dp.url
+        await client.report_task_progress(taskId=task_id, fields=[])
+    assert len(dp.reports(task_id)) == 1
