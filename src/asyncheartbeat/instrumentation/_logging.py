@@ -62,21 +62,18 @@ class LoggingHook:
         Args:
             event: What happened.
         """
-        extra = fields(
-            event.kind.value, task_id=event.task_id, operation=event.operation,
-            attempt=event.attempt, reason=event.reason, delay=event.delay,
-            latency=event.latency, detail=one_line(event.description) or None, rate=event.rate,
-            heartbeats=event.heartbeats, asked_per_second=event.asked_per_second,
-        )  # fmt: skip
-        detail = one_line(event.description)
+        if event.kind is EventKind.ANSWERED:
+            # One per report: nothing is built unless it is logged.
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "%s%s answered in %.1f ms",
+                    event.operation, _for_task(event), (event.latency or 0) * 1000,
+                    extra=_extra(event),
+                )  # fmt: skip
+            return
+        extra = _extra(event)
+        detail = extra.get("hb_detail", "")
         match event.kind:
-            case EventKind.ANSWERED:
-                if logger.isEnabledFor(logging.DEBUG):
-                    logger.debug(
-                        "%s%s answered in %.1f ms",
-                        event.operation, _for_task(event), (event.latency or 0) * 1000,
-                        extra=extra,
-                    )  # fmt: skip
             case EventKind.RETRIED:
                 self._warn(
                     "%s%s failed (%s); attempt %d, next in %.3f s",
@@ -136,6 +133,15 @@ class LoggingHook:
             logger.warning(message, *args, extra=extra)
         else:
             self._suppressed += 1
+
+
+def _extra(event: Event) -> dict[str, Any]:
+    return fields(
+        event.kind.value, task_id=event.task_id, operation=event.operation,
+        attempt=event.attempt, reason=event.reason, delay=event.delay, latency=event.latency,
+        detail=one_line(event.description) or None, rate=event.rate,
+        heartbeats=event.heartbeats, asked_per_second=event.asked_per_second,
+    )  # fmt: skip
 
 
 def _for_task(event: Event) -> str:
