@@ -151,3 +151,13 @@ async def test_threaded_client_refuses_an_async_client_and_a_stranger() -> None:
             ThreadedClient(client)
     with pytest.raises(TypeError, match="no report_task_progress method"):
         ThreadedClient(object())
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_bare_boto3_client_is_refused_naming_threaded_client(
+    boto3_session: boto3.session.Session,
+) -> None:
+    """A sync client given as it is would block the loop: the error names the wrapper."""
+    client = boto3_session.client("datapipeline", endpoint_url=Nowhere.url)
+    with pytest.raises(TypeError, match=r"ThreadedClient\(client\)"):
+        Heartbeat(client, "task-1")

@@ -506,7 +506,8 @@ def _refuse_sync_client(client: object) -> None:
     if "botocore.client.BaseClient" in names and "aiobotocore.client.AioBaseClient" not in names:
         raise TypeError(
             "client is a sync botocore/boto3 client, whose calls block the event loop: "
-            "create it with aiobotocore (get_session().create_client('datapipeline', ...))"
+            "create it with aiobotocore (get_session().create_client('datapipeline', ...)), "
+            "or wrap it to run its calls in threads: asyncheartbeat.ThreadedClient(client)"
         )
 
 
