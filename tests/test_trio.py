@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+from pathlib import Path
+
 import anyio
 import boto3
 import pytest
@@ -22,6 +27,8 @@ from asyncheartbeat.testing import EmulatorProcess
 from .conftest import ACCESS_KEY, SECRET_KEY, make_client
 
 pytestmark = pytest.mark.anyio
+
+TRIO_PAGE = Path(__file__).parent.parent / "docs" / "trio.md"
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -161,3 +168,26 @@ async def test_a_bare_boto3_client_is_refused_naming_threaded_client(
     client = boto3_session.client("datapipeline", endpoint_url=Nowhere.url)
     with pytest.raises(TypeError, match=r"ThreadedClient\(client\)"):
         Heartbeat(client, "task-1")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_trio_page_example_runs_a_task_on_trio(tmp_path: Path) -> None:
+    """docs/trio.md's example, run as it is on trio, polls a task, heartbeats and ends it."""
+    example = re.findall(r"```python\n(.*?)```", TRIO_PAGE.read_text(), re.DOTALL)
+    (tmp_path / "example.py").write_text(example[0])
+    async with EmulatorProcess() as dp:
+        await dp.add_pipeline(worker_group="wg")
+        env = {
+            "PATH": os.environ["PATH"], "HOME": str(tmp_path),
+            "AWS_ENDPOINT_URL_DATA_PIPELINE": dp.url, "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+        }  # fmt: skip
+        result = await anyio.run_process(
+            [sys.executable, str(tmp_path / "example.py")], env=env, check=False
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        calls = await dp.calls()
+    assert [c.operation for c in calls] == ["PollForTask", "ReportTaskProgress", "SetTaskStatus"]
+    assert all(c.outcome == "answered" for c in calls)
+    assert calls[0].params["workerGroup"] == "wg"
