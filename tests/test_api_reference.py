@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncheartbeat
 import asyncheartbeat.instrumentation
 import asyncheartbeat.testing
+from asyncheartbeat.testing import _fixtures as fixtures
 from asyncheartbeat.testing import pytest_plugin
 
 REFERENCE = Path(__file__).parent.parent / "docs" / "reference"
@@ -108,8 +109,9 @@ def public_objects() -> Iterator[tuple[str, object]]:
     for module in MODULES:
         for name in getattr(module, "__all__", ()):
             yield f"{module.__name__}.{name}", getattr(module, name)
+    # The plugin's fixtures live where the plugin registers them from (with pytest-asyncio).
     for name in ("local_datapipeline", "datapipeline_client"):
-        yield f"{pytest_plugin.__name__}.{name}", getattr(pytest_plugin, name)
+        yield f"{fixtures.__name__}.{name}", getattr(fixtures, name)
 
 
 def test_every_public_module_says_what_is_public() -> None:

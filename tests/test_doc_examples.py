@@ -55,7 +55,8 @@ BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 #: PollForTask holds a call this long on the real service.
 LONG_POLL = 90
 PROBE = """\
-# Written by tests/test_doc_examples.py: notes the read timeout of each client made.
+# Written by tests/test_doc_examples.py: notes the read timeout of each client made
+# (aiobotocore's and botocore's).
 import functools
 import os
 
@@ -73,6 +74,21 @@ async def _noted(self, *args, **kwargs):
 
 
 aiobotocore.session.AioSession._create_client = _noted
+
+import botocore.session  # boto3's clients (ThreadedClient, on trio) come from here
+
+_create_sync_client = botocore.session.Session.create_client
+
+
+@functools.wraps(_create_sync_client)
+def _noted_sync(self, *args, **kwargs):
+    client = _create_sync_client(self, *args, **kwargs)
+    with open(os.environ["EXAMPLE_READ_TIMEOUTS"], "a") as notes:
+        notes.write(f"{client.meta.config.read_timeout}\\n")
+    return client
+
+
+botocore.session.Session.create_client = _noted_sync
 """
 
 

@@ -23,6 +23,7 @@ DOC_PORT = "4599"
 VARYING = [
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"), "<time>"),
     (re.compile(r"task '[A-Za-z0-9_-]{43}'"), "task '<task id>'"),
+    (re.compile(r"df-[A-Z0-9]{20}"), "df-<pipeline id>"),
 ]
 
 
@@ -50,15 +51,19 @@ def normalized(text: str, port: str) -> str:
     return text.strip()
 
 
-@pytest.mark.slow
-@pytest.mark.asyncio
-async def test_the_aws_cli_transcript_is_true(tmp_path: Path) -> None:
-    """Each command of the transcript, run by the real AWS CLI, prints what the docs show."""
-    text = DOC.read_text()
-    (tmp_path / "nightly.json").write_text(code_block(text, "json"))
-    steps = transcript(code_block(text, "console"))
+def labelled_block(text: str, label: str) -> str:
+    """The console block after ``<!-- transcript: label -->``."""
+    match = re.search(rf"<!-- transcript: {label} -->\n```console\n(.*?)```", text, re.DOTALL)
+    assert match, f"no transcript {label!r} in {DOC.name}"
+    return match.group(1)
+
+
+async def check_transcript(block: str, directory: Path) -> None:
+    """Run each command of ``block`` in one bash, against an emulator of its own, and
+    compare what each prints with what the block shows."""
+    steps = transcript(block)
     bin_dir = Path(sys.executable).parent
-    assert shutil.which("aws", path=str(bin_dir)), "the AWS CLI comes with the test extra"
+    assert shutil.which("aws", path=str(bin_dir)), "the AWS CLI comes with the dev group"
 
     async with EmulatorProcess() as dp:
         port = dp.url.rsplit(":", 1)[1]
@@ -69,8 +74,8 @@ async def test_the_aws_cli_transcript_is_true(tmp_path: Path) -> None:
         )
         result = subprocess.run(  # noqa: ASYNC221 - the emulator serves from its own process
             ["bash", "-c", script],
-            cwd=tmp_path,
-            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)},
+            cwd=directory,
+            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(directory)},
             capture_output=True,
             text=True,
             timeout=120,
@@ -80,6 +85,23 @@ async def test_the_aws_cli_transcript_is_true(tmp_path: Path) -> None:
     assert len(outputs) == len(steps), result.stdout + result.stderr
     for (command, expected), actual in zip(steps, outputs, strict=True):
         assert normalized(actual, port) == normalized(expected, DOC_PORT), command
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_the_aws_cli_transcript_is_true(tmp_path: Path) -> None:
+    """Each command of the transcript, run by the real AWS CLI, prints what the docs show."""
+    text = DOC.read_text()
+    (tmp_path / "nightly.json").write_text(code_block(text, "json"))
+    await check_transcript(code_block(text, "console"), tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_the_shell_control_transcript_is_true(tmp_path: Path) -> None:
+    """`asyncheartbeat emulator ctl` beside the AWS CLI, both found through
+    AWS_ENDPOINT_URL_DATA_PIPELINE, print what the docs show."""
+    await check_transcript(labelled_block(DOC.read_text(), "ctl"), tmp_path)
 
 
 def test_the_testing_guide_shows_tests_that_run() -> None:

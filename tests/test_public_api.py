@@ -13,11 +13,12 @@ from asyncheartbeat import CancelReason, HeartbeatError, TaskStopped
 
 
 def public_names(module: types.ModuleType) -> set[str]:
+    # dir(), not vars(): asyncheartbeat.testing imports its names on first use.
     return {
         name
-        for name, value in vars(module).items()
+        for name in dir(module)
         if not name.startswith("_")
-        and not isinstance(value, types.ModuleType)
+        and not isinstance(value := getattr(module, name), types.ModuleType)
         and getattr(value, "__module__", "").startswith(module.__name__)
     }
 

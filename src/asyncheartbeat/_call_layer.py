@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import math
 import random
+import sys
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -33,6 +34,7 @@ from ._admission import Admission
 from ._client import Failure, local_error, read_failure
 from ._errors import HeartbeatError
 from ._latency import Latency
+from ._log import fields
 from ._overload import OverloadWindow
 from ._throttle import OperationRate
 from ._timing import jittered_backoff
@@ -111,6 +113,7 @@ class CallLayer:
         if isinstance(client, CallLayer):
             raise TypeError("client is a CallLayer already: pass it on as it is")
         _refuse_sync_client(client)
+        refuse_foreign_backend(client)
         self.client = client
         #: Hooks of this layer, called with every `Event` after the global ones.
         self.hooks = tuple(hooks)
@@ -145,7 +148,9 @@ class CallLayer:
             The client's one layer, shared by every heartbeat and runner given that client.
         """
         if isinstance(client, CallLayer):
+            refuse_foreign_backend(client.client)
             return client
+        refuse_foreign_backend(client)
         try:
             layer = _layers.get(client)
         except TypeError:  # cannot be weakly referenced: a layer of its own each time
@@ -503,7 +508,7 @@ class CallLayer:
                 try:
                     hook(event)
                 except Exception:  # an observer must never break the calls it observes
-                    logger.exception("hook %r failed", hook)
+                    logger.exception("hook %r failed", hook, extra=fields("hook_failed"))
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -521,7 +526,8 @@ class CallLayer:
 
     async def _send(self, method: Callable[..., Any], params: Mapping[str, Any]) -> Any:
         if not self._checked_backend:
-            _refuse_foreign_backend(self.client)
+            # Made outside any event loop, the layer could not tell its backend then.
+            refuse_foreign_backend(self.client, running=True)
             self._checked_backend = True
         try:
             pending = method(**params)
@@ -589,12 +595,16 @@ def client_config(**overrides: Any) -> Any:
     """
     from aiobotocore.config import AioConfig  # noqa: PLC0415 - only where a client is made
 
-    defaults: dict[str, Any] = {
+    return AioConfig(**(client_config_defaults() | overrides))
+
+
+def client_config_defaults() -> dict[str, Any]:
+    """The settings of `client_config`, as keyword arguments of a botocore ``Config``."""
+    return {
         "read_timeout": LONGEST_POLL + 10,
         "connect_timeout": 10,
         "retries": {"mode": "standard", "total_max_attempts": 1},
     }
-    return AioConfig(**(defaults | overrides))
 
 
 def pool_size(client: object) -> int | None:
@@ -618,17 +628,44 @@ def _refuse_sync_client(client: object) -> None:
     if "botocore.client.BaseClient" in names and "aiobotocore.client.AioBaseClient" not in names:
         raise TypeError(
             "client is a sync botocore/boto3 client, whose calls block the event loop: "
-            "create it with aiobotocore (get_session().create_client('datapipeline', ...))"
+            "create it with aiobotocore (get_session().create_client('datapipeline', ...)), "
+            "or wrap it to run its calls in threads: asyncheartbeat.ThreadedClient(client)"
         )
 
 
-def _refuse_foreign_backend(client: object) -> None:
+def refuse_foreign_backend(client: object, *, running: bool = False) -> None:
+    """Raise `HeartbeatError` if ``client`` is an aiobotocore client and the code runs on
+    another async library than asyncio (on trio, each of its calls fails).
+
+    Args:
+        client: The client a heartbeat or task runner was given.
+        running: The caller is a coroutine, so an event loop runs: one that is not asyncio's
+            is foreign even when it cannot be named. Otherwise (a constructor, which may be
+            called outside any loop) only a running trio is known to be foreign.
+    """
     if "aiobotocore.client.AioBaseClient" not in _class_names(client):
         return
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        backend = _running_trio()
+        if backend is None and not running:
+            return  # no event loop yet: checked again at the first call
         raise HeartbeatError(
-            "aiobotocore clients run on asyncio only, and this code runs on another event "
-            "loop (trio?): run it on asyncio, or give a client that works there"
+            f"aiobotocore clients run on asyncio only, and this code runs on "
+            f"{backend or 'another event loop'}, where each of their calls fails: run it on "
+            f"asyncio, or wrap a boto3 client, which works on any backend: "
+            f"asyncheartbeat.ThreadedClient(boto3.client('datapipeline', ...)) (docs/trio.md)"
         ) from None
+
+
+def _running_trio() -> str | None:
+    """The name "trio" if this thread runs trio now, else None."""
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return None
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return None
+    return "trio"

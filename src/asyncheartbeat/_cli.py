@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from . import _ctl
 from ._admission import DEFAULT_POOL
 from ._command import (
     EXIT_NOT_EXECUTABLE,
@@ -307,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="limit OPERATION to RATE calls a second after a burst of BURST (default: 100); "
         "with --rate-limits, instead of its documented limit (repeatable)",
     )  # fmt: skip
+    emulator.add_argument(
+        "--log-requests", action="store_true",
+        help="log one line per request to standard error: operation, status, latency, task id",
+    )  # fmt: skip
+    emulator_commands = emulator.add_subparsers(dest="emulator_command", metavar="[ctl]")
+    _ctl.add_parser(emulator_commands)
     return parser
 
 
@@ -338,6 +345,7 @@ async def _serve_emulator(args: argparse.Namespace) -> None:
             seed=args.seed,
             record_calls=not args.no_record_calls,
             rate_limits=_emulator_rate_limits(args),
+            log_requests=args.log_requests,
         ) as dp:
             # The URL alone on the first line, for scripts: url=$(asyncheartbeat emulator | head -1)
             print(dp.url, flush=True)
@@ -547,7 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "emulator":
-        return _serve(args)
+        return _ctl.run(args) if args.emulator_command == "ctl" else _serve(args)
     if args.cmd[:1] == ["--"]:
         args.cmd = args.cmd[1:]
     from_tasks = getattr(args, "run_task_command", False)
@@ -630,6 +638,12 @@ def _one_line(error: BaseException) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.log_requests:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("asyncheartbeat emulator: %(message)s"))
+        logger = logging.getLogger("asyncheartbeat.emulator")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     try:
         anyio.run(_serve_emulator, args)
     except OSError as error:  # the port is taken, the address is not ours …

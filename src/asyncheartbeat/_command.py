@@ -26,6 +26,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ._errors import CancelReason, HeartbeatError
 from ._heartbeat import Heartbeat
+from ._log import fields
 from ._runner import FailTask
 from ._task import Task
 
@@ -148,7 +149,7 @@ async def _stop_group(process: anyio.abc.Process, grace: float) -> None:
         if sig is signal.SIGKILL:
             logger.warning(
                 "the command's process group %d still runs %g s after SIGTERM: SIGKILL",
-                process.pid, grace,
+                process.pid, grace, extra=fields("command_sigkill", pid=process.pid, delay=grace),
             )  # fmt: skip
         try:
             os.killpg(process.pid, sig)

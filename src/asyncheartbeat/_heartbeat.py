@@ -17,6 +17,7 @@ from ._call_layer import ACKNOWLEDGEMENT_LIMIT, CallLayer
 from ._client import Answer, Failure, ProgressClient, report_answer_problem
 from ._errors import CancelReason, HeartbeatError, TaskStopped, stalled_detail
 from ._fields import FieldsInput, ProgressFields, check_task_id
+from ._log import fields
 from ._timing import Timing
 from .instrumentation import Event, EventKind
 
@@ -282,7 +283,10 @@ class Heartbeat:
             self._record_cancel(*verdict)
             raise self._task_cancelled() from self._cancel_cause
         assert isinstance(result, Answer)
-        logger.debug("task %r acknowledged", self.task_id)
+        logger.debug(
+            "task %r acknowledged", self.task_id,
+            extra=fields("acknowledged", task_id=self.task_id),
+        )  # fmt: skip
         # Decided now: an acknowledgement slower than the interval skips the slots it covered,
         # while a body blocking the loop before the first report must show as lateness.
         return self._timing.next_due(result.anchor, anyio.current_time(), self._lease_end())
@@ -410,7 +414,10 @@ class Heartbeat:
         """A programming error, or a bug of ours, in the background: stop the work, and let
         `__aexit__` raise it (never out of the task group, which would wrap it)."""
         if not isinstance(exc, HeartbeatError):
-            logger.exception("heartbeat of task %r failed", self.task_id)
+            logger.exception(
+                "heartbeat of task %r failed", self.task_id,
+                extra=fields("heartbeat_crashed", task_id=self.task_id),
+            )  # fmt: skip
         if self._crash is None:
             self._crash = exc
         self._body_scope.cancel(reason=f"asyncheartbeat: heartbeat of {self.task_id!r} failed")

@@ -18,6 +18,7 @@ from ._client import Failure
 from ._errors import CancelReason, HeartbeatError, TaskStopped, stalled_detail
 from ._fields import check_member
 from ._heartbeat import Heartbeat
+from ._log import fields, one_line
 from ._model import member_shape
 from ._task import Task
 from ._timing import Timing, check_seconds, jittered_backoff
@@ -268,8 +269,9 @@ class TaskRunner:
             raise RuntimeError("a TaskRunner runs once: create another to run again")
         self._started = True
         logger.info(
-            "task runner %s polling worker group %r (%d at a time)",
+            "task runner %r polling worker group %r (%d at a time)",
             self.taskrunner_id, self.worker_group, self.concurrency,
+            extra=self._fields("runner_started", concurrency=self.concurrency),
         )  # fmt: skip
         async with anyio.create_task_group() as runner:
             runner.start_soon(self._keep_runner_alive, name="asyncheartbeat:runner-heartbeat")
@@ -279,10 +281,15 @@ class TaskRunner:
                     logger.info(
                         "stopping: %d running %s %g s to finish", self.running,
                         "task gets" if self.running == 1 else "tasks get", self.shutdown_grace,
+                        extra=self._fields(
+                            "runner_stopping", running=self.running, delay=self.shutdown_grace
+                        ),
                     )  # fmt: skip
                 tasks.cancel_scope.deadline = anyio.current_time() + self.shutdown_grace
             runner.cancel_scope.cancel()
-        logger.info("task runner %s stopped", self.taskrunner_id)
+        logger.info(
+            "task runner %r stopped", self.taskrunner_id, extra=self._fields("runner_stopped")
+        )
         if self._refusal is not None:
             raise HeartbeatError(f"PollForTask was refused: {self._refusal}") from self._refusal
 
@@ -326,11 +333,22 @@ class TaskRunner:
             task_object: Mapping[str, Any] | None = result.response.get("taskObject") or None
             return task_object
         if result.reason is CancelReason.REJECTED:
-            logger.error("PollForTask refused, stopping: %s", result.description)
+            logger.error(
+                "PollForTask refused, stopping: %s", one_line(result.description),
+                extra=self._fields(
+                    "poll_refused", operation="PollForTask", reason=result.reason,
+                    detail=one_line(result.description),
+                ),
+            )  # fmt: skip
             self._refusal = result.error or HeartbeatError(result.description)
             self._stopping = True
         else:
-            logger.warning("PollForTask failed: %s", result.description)
+            logger.warning(
+                "PollForTask failed: %s", one_line(result.description),
+                extra=self._fields(
+                    "poll_failed", operation="PollForTask", detail=one_line(result.description)
+                ),
+            )  # fmt: skip
         return None
 
     # -- one task ---------------------------------------------------------------------------------
@@ -410,12 +428,14 @@ class TaskRunner:
             ):
                 logger.error(
                     "PollForTask handed out a malformed task with no usable taskId, not "
-                    "reported: %s", error, extra={"task_id": None},
+                    "reported: %s", one_line(error),
+                    extra=self._fields("task_malformed", detail=one_line(error)),
                 )  # fmt: skip
                 return
             logger.error(
                 "task %r from PollForTask is malformed, reporting it FAILED: %s",
-                task_id, error, extra={"task_id": task_id},
+                task_id, one_line(error),
+                extra=self._fields("task_malformed", task_id=task_id, detail=one_line(error)),
             )  # fmt: skip
             await self._set_status(
                 task_id, "FAILED", None, errorId="MalformedTaskObject",
@@ -447,36 +467,62 @@ class TaskRunner:
             return True
         if result.reason is not None:
             logger.warning(
-                "SetTaskStatus %s for task %r refused: %s", status, task_id, result.description
-            )
+                "SetTaskStatus %s for task %r refused: %s",
+                status, task_id, one_line(result.description),
+                extra=self._fields(
+                    "status_refused", operation="SetTaskStatus", task_id=task_id,
+                    status=status, reason=result.reason, detail=one_line(result.description),
+                ),
+            )  # fmt: skip
         else:
             logger.error(
                 "SetTaskStatus %s for task %r failed, giving up: %s",
-                status, task_id, result.description,
+                status, task_id, one_line(result.description),
+                extra=self._fields(
+                    "status_failed", operation="SetTaskStatus", task_id=task_id,
+                    status=status, detail=one_line(result.description),
+                ),
             )  # fmt: skip
         return result
+
+    def _fields(self, event: str, **values: Any) -> dict[str, Any]:
+        """``extra=`` for a record of this runner."""
+        return fields(
+            event, taskrunner_id=self.taskrunner_id, worker_group=self.worker_group, **values
+        )
 
     def _emit(self, event: TaskEvent) -> None:
         level = logging.WARNING if event.kind in ("failed", "unreported") else logging.INFO
         how = {
-            "started": f"started (pipeline {event.task.pipeline_id}, {event.task.attempt_id})",
+            "started": f"started (pipeline {event.task.pipeline_id!r}, "
+            f"attempt {event.task.attempt_id!r})",
             "finished": f"finished in {event.duration:.1f} s",
             "false": f"ended FALSE (its precondition does not hold) in {event.duration:.1f} s",
-            "failed": f"failed after {event.duration:.1f} s: {event.error!r}",
+            "failed": f"failed after {event.duration:.1f} s: {one_line(repr(event.error))}",
             "cancelled": f"cancelled after {event.duration:.1f} s: "
             + (event.reason.value if event.reason else "runner shutting down, left to reassign"),
             "unreported": f"ended after {event.duration:.1f} s, but its status was not "
             f"reported ({event.reason.value if event.reason else 'SetTaskStatus failed'}): "
             f"the service will time the attempt out",
         }[event.kind]
-        logger.log(level, "task %r %s", event.task.task_id, how)
+        task = event.task
+        logger.log(
+            level, "task %r %s", task.task_id, how,
+            extra=self._fields(
+                f"task_{event.kind}", task_id=task.task_id, pipeline_id=task.pipeline_id,
+                attempt_id=task.attempt_id, reason=event.reason,
+                duration=event.duration if event.kind != "started" else None,
+                detail=one_line(repr(event.error)) if event.error is not None else None,
+            ),
+        )  # fmt: skip
         if self._on_event is not None:
             try:
                 self._on_event(event)
             except Exception:  # an operator's hook must not take the runner down
                 logger.exception(
-                    "on_event hook failed for %s of task %r", event.kind, event.task.task_id
-                )
+                    "on_event hook failed for %s of task %r", event.kind, task.task_id,
+                    extra=self._fields("on_event_failed", task_id=task.task_id),
+                )  # fmt: skip
 
     # -- the runner's own heartbeat -------------------------------------------------------------
 
@@ -494,7 +540,11 @@ class TaskRunner:
                 deadline=anyio.current_time() + interval, backoff_start=1.0, backoff_cap=interval,
             )  # fmt: skip
             if isinstance(result, Reply) and result.response.get("terminate") is True:
-                logger.info("the service asked task runner %s to terminate", self.taskrunner_id)
+                logger.info(
+                    "the service asked task runner %r to terminate",
+                    self.taskrunner_id,
+                    extra=self._fields("runner_terminate", operation="ReportTaskRunnerHeartbeat"),
+                )
                 self.stop()
                 return
             await anyio.sleep(interval if isinstance(result, Reply) else 0)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
 from aiohttp import web
+
+from asyncheartbeat._log import fields
 
 from ._errors import ServiceError
 from ._faults import Fault, FaultKind, FaultPlan
@@ -30,6 +33,8 @@ MAX_BODY = 1024 * 1024
 CONTROL_PREFIX = "/_emulator/"
 #: The worker group of tasks made with `LocalDataPipeline.add_task`.
 DEFAULT_WORKER_GROUP = "asyncheartbeat"
+
+logger = logging.getLogger("asyncheartbeat.emulator")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -81,7 +86,9 @@ class LocalDataPipeline:
 
     ``rate_limits`` answers ThrottlingException beyond the service's call limits: None or
     False for none, True for the documented ones, or ``{operation: RateLimit(rate, burst)}``
-    to limit exactly those operations.
+    to limit exactly those operations. ``log_requests`` logs one INFO line per request on
+    the ``asyncheartbeat.emulator`` logger (operation, status, latency, task id, also as
+    ``hb_*`` attributes).
 
     ```python
     async with LocalDataPipeline(poll_timeout=1) as dp:
@@ -103,6 +110,7 @@ class LocalDataPipeline:
         record_calls: Keep every call in `calls`; False keeps memory flat in long load
             runs.
         rate_limits: The call limits to apply, as above.
+        log_requests: Log one line per request, as above.
 
     Raises:
         ValueError: A duration that is not above 0, or a rate limit for an unknown
@@ -125,7 +133,9 @@ class LocalDataPipeline:
         seed: int | None = None,
         record_calls: bool = True,
         rate_limits: RateLimits = None,
+        log_requests: bool = False,
     ) -> None:
+        self._log_requests = log_requests
         self._rate_limiter = RateLimiter(resolve_rate_limits(rate_limits))
         self._host = host
         self._port = port
@@ -393,10 +403,24 @@ class LocalDataPipeline:
     # -- the wire -------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if not self._log_requests:
+            return await self._serve(request, {})
+        started = anyio.current_time()
+        response: web.StreamResponse | None = None
+        read: dict[str, Any] = {}
+        try:
+            response = await self._serve(request, read)
+        finally:
+            _log_request(request, read.get("params"), response, anyio.current_time() - started)
+        return response
+
+    async def _serve(self, request: web.Request, read: dict[str, Any]) -> web.StreamResponse:
+        """Answer ``request``; its parsed body goes to ``read["params"]``, for its log line."""
         if request.path.startswith(CONTROL_PREFIX):
             return await self._control(request)
         try:
             operation, params = await self._read_request(request)
+            read["params"] = params
             received_at = anyio.current_time()
             if not self._rate_limiter.allows(operation, received_at):
                 self._record(operation, params, "error:ThrottlingException", received_at)
@@ -642,6 +666,26 @@ class LocalDataPipeline:
                 attempt = self.attempt(args["task_id"])
                 return {**attempt.as_object(), "pipelineId": attempt.pipeline_id}
         raise ValueError(f"unknown control command {command!r}")
+
+
+def _log_request(
+    request: web.Request, params: object, response: web.StreamResponse | None, latency: float
+) -> None:
+    """One line for one request: what was asked, what was answered, how long it took."""
+    if request.path.startswith(CONTROL_PREFIX):
+        operation = request.path.removeprefix("/")
+    else:
+        operation = request.headers.get("X-Amz-Target", "").removeprefix(TARGET_PREFIX) or "-"
+    task_id = params.get("taskId") if isinstance(params, dict) else None
+    task_id = task_id if isinstance(task_id, str) else None
+    status = response.status if response is not None else None
+    logger.info(
+        "%s %s %.1f ms%s", operation, status if status is not None else "(no answer: the "
+        "client went away)", latency * 1000, f" task {task_id!r}" if task_id else "",
+        extra=fields(
+            "request", operation=operation, status=status, latency=latency, task_id=task_id
+        ),
+    )  # fmt: skip
 
 
 def _describe_pipeline(pipeline: Pipeline) -> dict[str, Any]:

@@ -4,25 +4,22 @@
   ``@pytest.mark.local_datapipeline(report_timeout=1, ...)`` marker);
 - ``datapipeline_client``: an aiobotocore client aimed at it.
 
-The fixtures are asyncio fixtures and need pytest-asyncio; without it they are not offered.
+The fixtures are asyncio fixtures and need pytest-asyncio (``pip install
+'asyncheartbeat[testing]'``); without it they exist and fail, saying so.
+
+pytest loads this module in every run where asyncheartbeat is installed, so it imports
+nothing heavy (aiohttp, botocore) until a fixture is used.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from ._server import LocalDataPipeline
-
-try:
-    import pytest_asyncio
-except ImportError:  # pragma: no cover - the fixtures need it; nothing else does
-    HAVE_PYTEST_ASYNCIO = False
-else:
-    HAVE_PYTEST_ASYNCIO = True
+#: What a test run without pytest-asyncio is told to install.
+INSTALL_HINT = "pip install 'asyncheartbeat[testing]'"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,6 +27,25 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "local_datapipeline(**options): options for the local_datapipeline fixture "
         "(ack_timeout, report_timeout, poll_timeout, seed, record_calls, rate_limits)",
+    )
+    # Asked of pytest, not of the import system: `-p no:asyncio` leaves pytest-asyncio out
+    # even when it is installed.
+    if _pytest_asyncio_loaded(config):
+        from . import _fixtures  # noqa: PLC0415 - it imports pytest_asyncio
+
+        fixtures: object = _fixtures
+    else:
+        fixtures = _MissingPytestAsyncio()
+    config.pluginmanager.register(fixtures, "asyncheartbeat-fixtures")
+
+
+def _pytest_asyncio_loaded(config: pytest.Config) -> bool:
+    # Its entry point names it "asyncio"; `-p pytest_asyncio.plugin` or a conftest's
+    # `pytest_plugins` register it under its module's name.
+    manager = config.pluginmanager
+    return manager.has_plugin("asyncio") or any(
+        getattr(plugin, "__name__", "").startswith("pytest_asyncio")
+        for plugin in manager.get_plugins()
     )
 
 
@@ -46,7 +62,11 @@ def botocore_session() -> Any:
 
 
 def client_config(poll_timeout: float) -> Any:
-    """A client config for tests: one HTTP call per attempt, reads that outlast a long poll."""
+    """A client config for tests: one HTTP call per attempt, reads that outlast a long poll.
+
+    Args:
+        poll_timeout: The local Data Pipeline's longest PollForTask wait, in seconds.
+    """
     from aiobotocore.config import AioConfig  # noqa: PLC0415 - only where a client is made
 
     return AioConfig(
@@ -56,27 +76,24 @@ def client_config(poll_timeout: float) -> Any:
     )
 
 
-if HAVE_PYTEST_ASYNCIO:
+class _MissingPytestAsyncio:
+    """The fixtures' names, for a run without pytest-asyncio: each fails saying why."""
 
-    @pytest_asyncio.fixture
-    async def local_datapipeline(
-        request: pytest.FixtureRequest,
-    ) -> AsyncIterator[LocalDataPipeline]:
-        """A local Data Pipeline on loopback, for this test only."""
-        marker = request.node.get_closest_marker("local_datapipeline")
-        options = marker.kwargs if marker else {}
-        async with LocalDataPipeline(**options) as dp:
-            yield dp
+    @pytest.fixture
+    def local_datapipeline(self) -> None:
+        """Fails: this fixture needs pytest-asyncio."""
+        _fail_without_pytest_asyncio("local_datapipeline")
 
-    @pytest_asyncio.fixture
-    async def datapipeline_client(local_datapipeline: LocalDataPipeline) -> AsyncIterator[Any]:
-        """An aiobotocore DataPipeline client aimed at ``local_datapipeline``."""
-        async with botocore_session().create_client(
-            "datapipeline",
-            region_name="us-east-1",
-            endpoint_url=local_datapipeline.url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # the emulator checks no secret
-            config=client_config(local_datapipeline.service.timeouts.poll),
-        ) as client:
-            yield client
+    @pytest.fixture
+    def datapipeline_client(self) -> None:
+        """Fails: this fixture needs pytest-asyncio."""
+        _fail_without_pytest_asyncio("datapipeline_client")
+
+
+def _fail_without_pytest_asyncio(name: str) -> None:
+    pytest.fail(
+        f"the {name} fixture (asyncheartbeat) is an asyncio fixture and needs the "
+        f"pytest-asyncio plugin, which is not installed or not loaded (-p no:asyncio?): "
+        f"{INSTALL_HINT}",
+        pytrace=False,
+    )
