@@ -27,7 +27,7 @@ BENCHMARKS: dict[str, list[str]] = {
         "bench/heartbeat_overhead.py --rounds 7 --seconds 3 --callers 50",
         "bench/machinery.py --rounds 5 --tasks 1000",
     ],
-    "stall": ["bench/stall_watchdog.py --rounds 5 --tasks 1000"],
+    "stall": ["bench/stall_watchdog.py --rounds 5 --tasks 300"],
     "scale": [
         "bench/scale.py --tasks 1000 --header",
         "bench/scale.py --tasks 1000 --bare",

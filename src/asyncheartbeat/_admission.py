@@ -32,8 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import anyio
-
+from ._clock import current_time
 from ._queue import TurnQueue
 
 #: How long an answer typically takes, in seconds, or None while it is not known.
@@ -103,7 +102,7 @@ class Admission:
             # The first call builds the session; after that, a slow first *answer* must not
             # hold the others back for a whole round trip.
             # ...nor for more than a quarter of the time a waiting call has left.
-            now = anyio.current_time()
+            now = current_time()
             alone_until = min(self._first_sent_at + FIRST_CALL_ALONE, now + (deadline - now) / 4)
             if await self.queue.wait_turn(deadline, until=alone_until):
                 return True
@@ -116,7 +115,7 @@ class Admission:
         if self.in_flight >= self.capacity or not self.queue.empty():
             return False
         if self._first_sent_at is None:
-            self._first_sent_at = anyio.current_time()
+            self._first_sent_at = current_time()
         self.in_flight += 1
         return True
 
@@ -130,7 +129,7 @@ class Admission:
             return None if typical is None else deadline - URGENT_ANSWERS * typical
 
         while answer_takes is not None:
-            now = anyio.current_time()
+            now = current_time()
             if (check_at := urgent_at()) is None:
                 if deadline - now <= URGENCY_RECHECK:
                     break
@@ -138,7 +137,7 @@ class Admission:
                 check_at = now + (deadline - now) / 2
             if await self.queue.wait_turn(deadline, until=check_at):
                 return True
-            now = anyio.current_time()
+            now = current_time()
             if now >= deadline:
                 return False
             if (urgent := urgent_at()) is not None and now >= urgent:
@@ -173,7 +172,7 @@ class Admission:
         loop has not lagged for a second; True if that made room for it."""
         if not self._warm or self.limit >= self.pool:
             return False
-        if anyio.current_time() - self._last_lag < DECREASE_EVERY:
+        if current_time() - self._last_lag < DECREASE_EVERY:
             return False
         self.limit += 1
         return self.in_flight < self.capacity

@@ -32,6 +32,7 @@ import anyio
 
 from ._admission import Admission
 from ._client import Failure, local_error, read_failure
+from ._clock import current_time
 from ._errors import HeartbeatError
 from ._latency import Latency
 from ._log import fields
@@ -224,7 +225,7 @@ class CallLayer:
         last: Failure | None = None
         limit = deadline_now()
         # The first attempt reads no clock here: `attempt` checks the deadline as it sends.
-        while failures == 0 or anyio.current_time() < (limit := deadline_now()):
+        while failures == 0 or current_time() < (limit := deadline_now()):
             result = await self.attempt(
                 operation, params, deadline=limit, task_id=task_id, watch=watch,
                 check=check, attempt=failures + 1,
@@ -232,7 +233,7 @@ class CallLayer:
             if isinstance(result, Reply) or result.reason is not None or result.superseded:
                 return result
             failures += 1
-            now, limit = anyio.current_time(), deadline_now()
+            now, limit = current_time(), deadline_now()
             # A call cut short by the deadline says nothing new about why calls fail.
             if not (result.timed_out and now >= limit and last is not None):
                 last = result
@@ -305,7 +306,7 @@ class CallLayer:
             except Exception as exc:
                 result = read_failure(exc)
             finally:
-                ended_at = anyio.current_time()
+                ended_at = current_time()
                 self.admission.leave(answered=answered)
                 if watch is not None:
                     watch(None, ended_at)
@@ -347,7 +348,7 @@ class CallLayer:
             return Failure(
                 "the client had no capacity for another call before the deadline", timed_out=True
             )
-        now = anyio.current_time()
+        now = current_time()
         if now >= deadline:
             self.admission.leave()
             return Failure("the deadline passed before the call could be sent", timed_out=True)
@@ -371,7 +372,7 @@ class CallLayer:
         while True:
             await rate.pace(math.inf, back_of_line=True)
             self.admission.long_call(started=True)
-            sent_at = anyio.current_time()
+            sent_at = current_time()
             try:
                 response = await self._send(method, params)
             except HeartbeatError:
@@ -379,7 +380,7 @@ class CallLayer:
             except Exception as exc:
                 result = read_failure(exc)
             else:
-                answered_at = anyio.current_time()
+                answered_at = current_time()
                 rate.answered(answered_at)
                 return Reply(response, sent_at, answered_at)
             finally:
@@ -400,7 +401,7 @@ class CallLayer:
     ) -> bool:
         """Take in a failed call: True if it was throttled (the operation's rate is slowed,
         and the call waits for its next turn), else False (the caller returns the failure)."""
-        now = anyio.current_time()
+        now = current_time()
         if result.throttled:
             self.emit(
                 Event(

@@ -15,6 +15,7 @@ import anyio.lowlevel
 
 from ._call_layer import ACKNOWLEDGEMENT_LIMIT, CallLayer
 from ._client import Answer, Failure, ProgressClient, report_answer_problem
+from ._clock import current_time
 from ._errors import CancelReason, HeartbeatError, TaskStopped, stalled_detail
 from ._fields import FieldsInput, ProgressFields, check_task_id
 from ._log import fields
@@ -217,7 +218,7 @@ class Heartbeat:
         ``anyio.from_thread.run_sync(hb.progress)``.
         """
         if self._watching:
-            self._last_progress = anyio.current_time()
+            self._last_progress = current_time()
 
     @property
     def fields(self) -> list[dict[str, str]]:
@@ -259,7 +260,7 @@ class Heartbeat:
         task_group.start_soon(self._keep_alive, first_due, name=f"asyncheartbeat:{self.task_id}")
         if self._timing.stall_timeout is not None:
             # Counted from here: an acknowledgement slow to come is no stall of the body's.
-            self._last_progress = anyio.current_time()
+            self._last_progress = current_time()
             self._watching = True
             task_group.start_soon(
                 self._watch_for_stall, self._timing.stall_timeout,
@@ -277,7 +278,7 @@ class Heartbeat:
         # entered together but acknowledged one after another keep their reports spread out.
         # The service reassigns a task not acknowledged within 2 minutes, whatever the lease.
         limit = min(self._timing.lease_timeout, ACKNOWLEDGEMENT_LIMIT)
-        result = await self._report(planned=None, deadline=anyio.current_time() + limit)
+        result = await self._report(planned=None, deadline=current_time() + limit)
         if (verdict := self._verdict(result)) is not None:
             # A context manager cannot skip its body: this raises whatever raise_on_cancel says.
             self._record_cancel(*verdict)
@@ -289,7 +290,7 @@ class Heartbeat:
         )  # fmt: skip
         # Decided now: an acknowledgement slower than the interval skips the slots it covered,
         # while a body blocking the loop before the first report must show as lateness.
-        return self._timing.next_due(result.anchor, anyio.current_time(), self._lease_end())
+        return self._timing.next_due(result.anchor, current_time(), self._lease_end())
 
     async def __aexit__(
         self,
@@ -394,7 +395,7 @@ class Heartbeat:
                 result = await self._report(planned, self._lease_end)
                 if self.cancel_reason is not None:
                     return
-                now = result.answered_at if isinstance(result, Answer) else anyio.current_time()
+                now = result.answered_at if isinstance(result, Answer) else current_time()
                 if planned == due:
                     self._layer.report_due(now, now - due, timing.lateness_threshold)
                     self._layer.emit(
@@ -430,11 +431,11 @@ class Heartbeat:
             # the scope would wake it by cancellation, costing an exception every report.
             with anyio.CancelScope() as scope:
                 self._sleep_scope = scope
-                await anyio.sleep(max(0.0, due - anyio.current_time()))
+                await anyio.sleep(max(0.0, due - current_time()))
             self._sleep_scope = None
             if not scope.cancel_called:
-                return due, anyio.current_time()
-        now = anyio.current_time()
+                return due, current_time()
+        now = current_time()
         return now, now
 
     def _note_lateness(self, due: float, woke_at: float) -> None:
@@ -550,13 +551,13 @@ class Heartbeat:
                 self._layer.emit(
                     Event(
                         EventKind.HEDGED, "ReportTaskProgress", self.task_id,
-                        delay=anyio.current_time() - sent_at,
+                        delay=current_time() - sent_at,
                     )
                 )  # fmt: skip
                 # The report's deadline as it is now: answers since it was sent moved it on.
                 task_group.start_soon(self._hedge, scope, scope.deadline)
             delay = self._layer.hedge_after(self._timing.call_timeout)
-            self._hedge_timer.deadline = anyio.current_time() + delay
+            self._hedge_timer.deadline = current_time() + delay
 
     async def _hedge(self, primary: anyio.CancelScope, deadline: float) -> None:
         try:
@@ -584,7 +585,7 @@ class Heartbeat:
             # Re-armed, not woken: an Event set by every progress() would cost each call more.
             while True:
                 deadline = self._last_progress + stall_timeout
-                if anyio.current_time() >= deadline:
+                if current_time() >= deadline:
                     break
                 await anyio.sleep_until(deadline)
             self._stop_beside_keep_alive(CancelReason.STALLED, stalled_detail(stall_timeout), None)
@@ -604,7 +605,7 @@ class Heartbeat:
 
     async def _final_report(self) -> None:
         """Send the fields that changed since the last answered report, bounded by call_timeout."""
-        now = anyio.current_time()
+        now = current_time()
         result = await self._report(planned=now, deadline=now + self._timing.call_timeout)
         if isinstance(result, Failure) and result.reason is None:
             self._layer.emit(

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import anyio
 
+from ._clock import current_time
+
 
 @dataclasses.dataclass(eq=False, slots=True)
 class _Waiter:
@@ -84,7 +86,7 @@ class TurnQueue:
         heapq.heappush(self._heap, (place, next(self._order), waiter))
         try:
             while not waiter.handed_over:
-                now = anyio.current_time()
+                now = current_time()
                 if now >= deadline:
                     return False
                 wait = math.inf

@@ -15,6 +15,7 @@ import anyio
 
 from ._call_layer import ACKNOWLEDGEMENT_LIMIT, LONGEST_POLL, CallLayer, Reply, client_config
 from ._client import Failure
+from ._clock import current_time
 from ._errors import CancelReason, HeartbeatError, TaskStopped, stalled_detail
 from ._fields import check_member
 from ._heartbeat import Heartbeat
@@ -285,7 +286,7 @@ class TaskRunner:
                             "runner_stopping", running=self.running, delay=self.shutdown_grace
                         ),
                     )  # fmt: skip
-                tasks.cancel_scope.deadline = anyio.current_time() + self.shutdown_grace
+                tasks.cancel_scope.deadline = current_time() + self.shutdown_grace
             runner.cancel_scope.cancel()
         logger.info(
             "task runner %r stopped", self.taskrunner_id, extra=self._fields("runner_stopped")
@@ -354,7 +355,7 @@ class TaskRunner:
     # -- one task ---------------------------------------------------------------------------------
 
     async def _run_task(self, task: Task) -> None:
-        started = anyio.current_time()
+        started = current_time()
         self._emit(TaskEvent("started", task, 0.0))
         heartbeat = Heartbeat(
             self.layer,
@@ -366,7 +367,7 @@ class TaskRunner:
         )
 
         def event(kind: EventKind, **details: Any) -> TaskEvent:
-            return TaskEvent(kind, task, anyio.current_time() - started, **details)
+            return TaskEvent(kind, task, current_time() - started, **details)
 
         async def end(
             status: str,
@@ -450,7 +451,7 @@ class TaskRunner:
         """SetTaskStatus, retried on transient failures for as long as the task is ours: until
         the lease bought by the report sent at ``since`` (or the task's acknowledgement
         window, for a task never reported) runs out. True once it landed, else the failure."""
-        now = anyio.current_time()
+        now = current_time()
         if since is None:
             give_up_at = now + min(self._timing.lease_timeout, ACKNOWLEDGEMENT_LIMIT)
         else:
@@ -537,7 +538,7 @@ class TaskRunner:
             # Retried by the layer until the next one is due; a miss is only logged.
             result = await self.layer.call(
                 "ReportTaskRunnerHeartbeat", params,
-                deadline=anyio.current_time() + interval, backoff_start=1.0, backoff_cap=interval,
+                deadline=current_time() + interval, backoff_start=1.0, backoff_cap=interval,
             )  # fmt: skip
             if isinstance(result, Reply) and result.response.get("terminate") is True:
                 logger.info(

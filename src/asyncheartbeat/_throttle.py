@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import math
 
-import anyio
-
+from ._clock import current_time
 from ._queue import TurnQueue
 
 #: A throttle leaves at least this rate, in calls/s.
@@ -64,7 +63,7 @@ class OperationRate:
         ``back_of_line``); False if ``deadline`` passes first."""
         if self.rate is None:
             return True
-        if anyio.current_time() - self._last_throttle > FORGET_AFTER:
+        if current_time() - self._last_throttle > FORGET_AFTER:
             self.rate = None
             return True
 
@@ -72,7 +71,7 @@ class OperationRate:
             # Behind everyone only while that wait fits before the deadline twice over (the
             # rate may still be falling): yielding turns must not cost this call its lease.
             wait = (len(self.queue) + 1) / self.rate
-            back_of_line = anyio.current_time() + BACK_OF_LINE_MARGIN * wait < deadline
+            back_of_line = current_time() + BACK_OF_LINE_MARGIN * wait < deadline
 
         def seconds_until_free(now: float) -> float:
             return max(0.0, self._next_free - now)
@@ -80,14 +79,14 @@ class OperationRate:
         if not await self.queue.wait_turn(deadline, seconds_until_free, last_in_line=back_of_line):
             return False
         if self.rate is not None:  # None: forgotten while this call waited
-            self._next_free = max(anyio.current_time(), self._next_free) + 1 / self.rate
+            self._next_free = max(current_time(), self._next_free) + 1 / self.rate
         return True
 
     def throttled(self, sending: float, floor: float = MIN_RATE) -> float:
         """The service throttled a call while the client was ``sending`` calls/s: slow down,
         no lower than ``floor`` calls/s, and return the new rate. The throttled call's next
         turn is one step away."""
-        now = anyio.current_time()
+        now = current_time()
         self._roll(now)
         floor = max(MIN_RATE, floor)
         accepted = self._answered_last_second or None
