@@ -501,6 +501,17 @@ async def test_a_body_without_progress_is_stopped_exactly_at_stall_timeout(
     assert [e.reason for e in events.of(EventKind.VERDICT)] == [CancelReason.STALLED]
 
 
+async def test_a_body_ready_to_progress_when_the_watchdog_wakes_is_not_stalled() -> None:
+    """A body whose progress falls due at the very moment of the stall deadline is not stopped:
+    as on a busy loop that wakes both late, the watchdog lets every ready task run first."""
+    client = MockClient()
+    async with Heartbeat(client, TASK, interval=10, lease_timeout=50, stall_timeout=5) as hb:
+        for _ in range(40):  # the scheduler orders tasks woken together either way
+            await anyio.sleep(5)
+            hb.progress()
+    assert hb.cancel_reason is None
+
+
 async def note_progress(hb: Heartbeat) -> None:
     hb.progress()
 
@@ -662,10 +673,12 @@ async def test_a_stall_during_a_shielded_step_is_declared_on_time_and_delivered_
     assert len(events.of(EventKind.VERDICT)) == 1
 
 
-async def test_a_stall_at_the_moment_of_a_cancel_gives_one_verdict(events: EventLog) -> None:
-    """The stall deadline and a canceled: true answer at the same instant: one reason wins,
-    the one raised, recorded and told once, whichever comes first (trio varies the order
-    of tasks woken together; twenty runs see both)."""
+async def test_a_stall_at_the_moment_of_a_cancel_gives_the_services_verdict_once(
+    events: EventLog,
+) -> None:
+    """The stall deadline and a canceled: true answer at the same instant: the service's
+    word wins, raised, recorded and told once, in whichever order trio wakes the two
+    (twenty runs), so that a runner never fails a task the service has just cancelled."""
 
     async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
         if len(client.calls) < 3:
@@ -687,4 +700,4 @@ async def test_a_stall_at_the_moment_of_a_cancel_gives_one_verdict(events: Event
         [verdict] = events.of(EventKind.VERDICT)[told_before:]
         assert verdict.reason is caught.value.reason is hb.cancel_reason
         winners.add(verdict.reason)
-    assert winners == {CancelReason.STALLED, CancelReason.REQUESTED}
+    assert winners == {CancelReason.REQUESTED}

@@ -584,10 +584,15 @@ class Heartbeat:
         try:
             # Re-armed, not woken: an Event set by every progress() would cost each call more.
             while True:
-                deadline = self._last_progress + stall_timeout
-                if current_time() >= deadline:
+                noted = self._last_progress
+                if current_time() < noted + stall_timeout:
+                    await anyio.sleep_until(noted + stall_timeout)
+                    continue
+                # A busy loop wakes this late, perhaps with the body ready to run and about
+                # to progress: every task ready now takes its turn before the verdict.
+                await anyio.lowlevel.checkpoint()
+                if self._last_progress == noted:
                     break
-                await anyio.sleep_until(deadline)
             self._stop_beside_keep_alive(CancelReason.STALLED, stalled_detail(stall_timeout), None)
         except Exception as exc:
             self._crashed(exc)
