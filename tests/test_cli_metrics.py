@@ -8,7 +8,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -90,6 +91,23 @@ class Output:
         return match
 
 
+@asynccontextmanager
+async def worker_serving_metrics(argv: Sequence[str]) -> AsyncIterator[tuple[Output, str]]:
+    """Start the worker, read its output as it comes, and yield it with its metrics URL."""
+    process = await anyio.open_process(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
+    )
+    output = Output(process)
+    async with process, anyio.create_task_group() as tg:
+        tg.start_soon(output.read, "out")
+        tg.start_soon(output.read, "err")
+        yield output, (await output.wait_for("err", r"metrics at (http://\S+/metrics)\n")).group(1)
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
+
+
 @pytest_asyncio.fixture
 async def dp() -> AsyncIterator[LocalDataPipeline]:
     async with LocalDataPipeline(poll_timeout=0.2, report_timeout=2) as served:
@@ -127,15 +145,8 @@ async def test_worker_serves_metrics_through_its_shutdown_and_leaves_nothing_lis
     """
     argv = command(dp, *WORKER, "--metrics-port", "0", "--concurrency", "4",
                    "--shutdown-grace", "10", *FAST, "--", "sh", "-c", script)  # fmt: skip
-    process = await anyio.open_process(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
-    )
-    output = Output(process)
-    async with process, anyio.create_task_group() as tg:
-        tg.start_soon(output.read, "out")
-        tg.start_soon(output.read, "err")
-        url = (await output.wait_for("err", r"metrics at (http://\S+/metrics)\n")).group(1)
-        port = int(url.rsplit(":", 1)[1].split("/")[0])
+    async with worker_serving_metrics(argv) as (output, url):
+        process = output.process
         task_id = (await output.wait_for("out", r"cancel (\S+)\n")).group(1)
         dp.cancel_task(task_id)
         for ended in ("finished in", "failed after", "cancelled after [^\n]*requested"):
@@ -160,7 +171,7 @@ async def test_worker_serves_metrics_through_its_shutdown_and_leaves_nothing_lis
     assert value("asyncheartbeat_reports_total", outcome="answered") >= 4
     assert ("process_cpu_seconds_total", ()) in during_shutdown  # the default registry
     with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        socket.create_connection(("127.0.0.1", port_of(url)), timeout=5).close()
 
 
 @pytest.mark.slow
@@ -173,14 +184,8 @@ async def test_worker_stopped_at_once_by_a_second_sigterm_leaves_nothing_listeni
     dp.add_pipeline(worker_group="wg")
     argv = command(dp, *WORKER, "--metrics-port", "0", "--shutdown-grace", "30", *FAST,
                    "--", "sh", "-c", "echo started; exec sleep 30")  # fmt: skip
-    process = await anyio.open_process(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
-    )
-    output = Output(process)
-    async with process, anyio.create_task_group() as tg:
-        tg.start_soon(output.read, "out")
-        tg.start_soon(output.read, "err")
-        url = (await output.wait_for("err", r"metrics at (http://\S+/metrics)\n")).group(1)
+    async with worker_serving_metrics(argv) as (output, url):
+        process = output.process
         await output.wait_for("out", "started")
         assert (await scrape(url))[("asyncheartbeat_leases_held", ())] == 1
         process.send_signal(signal.SIGTERM)
@@ -189,6 +194,5 @@ async def test_worker_stopped_at_once_by_a_second_sigterm_leaves_nothing_listeni
         with anyio.fail_after(15):
             await process.wait()
     assert process.returncode == 143, output.text["err"]
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
     with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        socket.create_connection(("127.0.0.1", port_of(url)), timeout=5).close()
