@@ -131,7 +131,20 @@ def test_ctl_needs_a_url(
     with pytest.raises(SystemExit) as exited:
         main(["emulator", "ctl", "calls"])
     assert exited.value.code == 2
-    assert "give --url, or set $AWS_ENDPOINT_URL_DATA_PIPELINE" in capsys.readouterr().err
+    assert "give --url, or set $AWS_ENDPOINT_URL_DATA_PIPELINE or $AWS_ENDPOINT_URL" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize("url", ["notaurl", "127.0.0.1:4599", "ftp://127.0.0.1:4599"])
+def test_ctl_refuses_a_url_that_is_not_http_naming_it(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A URL without http:// is a usage error naming it, not a traceback from urllib."""
+    with pytest.raises(SystemExit) as exited:
+        main(["emulator", "ctl", "--url", url, "calls"])
+    assert exited.value.code == 2
+    assert f"--url {url!r} is not an http:// URL" in capsys.readouterr().err
 
 
 def test_ctl_says_when_no_emulator_answers(capsys: pytest.CaptureFixture[str]) -> None:

@@ -137,6 +137,29 @@ async def test_a_handler_that_raises_fails_its_task_with_the_error(
     assert attempt.error_stack_trace.endswith("KeyError: 'row 7'\n")
 
 
+async def test_a_handler_that_is_not_async_stops_the_runner_naming_it(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """A plain function as handler: run() raises TypeError naming it, and the task it was
+    given is not reported FAILED (that would spend one of its retries on our mistake)."""
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+    calls: list[str] = []
+
+    def copy_rows(task: Task, hb: Heartbeat) -> None:
+        calls.append(task.task_id)
+
+    runner, events = make_runner(client, copy_rows)  # type: ignore[arg-type]
+    with anyio.fail_after(10), pytest.raises(TypeError) as raised:
+        await runner.run()
+    assert "handler must be an async function (async def" in str(raised.value)
+    assert "copy_rows" in str(raised.value)
+    assert "returned NoneType, not an awaitable" in str(raised.value)
+    assert calls
+    assert all(statuses(dp, task_id) == [] for task_id in calls)
+    assert {e.kind for e in events.seen} == {"started", "cancelled"}
+
+
 async def test_a_handler_raising_precondition_false_ends_its_task_false(
     dp: LocalDataPipeline, client: Any
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import math
@@ -177,6 +178,22 @@ async def test_lease_is_lost_exactly_when_it_runs_out() -> None:
     assert caught.value.reason is CancelReason.LEASE_LOST
     assert hb.last_success == times(client)[0]
     assert anyio.current_time() - times(client)[0] == pytest.approx(45)
+
+
+async def test_an_acknowledgement_that_never_lands_says_how_long_it_was_tried() -> None:
+    """Every report failing from the first: LEASE_LOST at 2 minutes, and the detail says
+    2 minutes of acknowledging, not the 1,000 s lease it never had."""
+
+    def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        raise MockServiceError("InternalServiceError", status=500)
+
+    started = anyio.current_time()
+    with pytest.raises(TaskStopped) as caught:
+        async with Heartbeat(MockClient(answer), TASK, interval=10, lease_timeout=1000):
+            pytest.fail("the body must not run")
+    assert caught.value.reason is CancelReason.LEASE_LOST
+    assert anyio.current_time() - started == pytest.approx(120)
+    assert caught.value.detail.startswith("the task was not acknowledged within 120 s; ")
 
 
 async def test_a_hung_call_gets_a_second_attempt_beside_it_after_call_timeout() -> None:
@@ -636,6 +653,33 @@ async def test_run_with_heartbeat_passes_the_stall_timeout_on() -> None:
         )
     assert caught.value.reason is CancelReason.STALLED
     assert anyio.current_time() - started == pytest.approx(7)
+
+
+async def test_run_with_heartbeat_refuses_a_sync_function_before_any_report() -> None:
+    """A plain function as fn: TypeError naming it, and not one report sent for the task."""
+    client = MockClient()
+
+    def count_rows() -> int:
+        return 7
+
+    with pytest.raises(TypeError, match=r"fn must be an async function: .*count_rows"):
+        await run_with_heartbeat(client, TASK, count_rows)  # type: ignore[arg-type]
+    assert client.calls == []
+
+
+async def test_run_with_heartbeat_leaves_no_coroutine_unawaited_when_not_acknowledged() -> None:
+    """A refused acknowledgement: TaskStopped, and fn's coroutine is closed, not left for a
+    'never awaited' warning (which this suite turns into an error)."""
+
+    def refuse(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        raise MockServiceError("TaskNotFoundException", status=400)
+
+    async def job() -> None:
+        pytest.fail("must not run")
+
+    with pytest.raises(TaskStopped):
+        await run_with_heartbeat(MockClient(refuse), TASK, job)
+    gc.collect()
 
 
 async def test_progress_in_a_tight_loop_never_stalls_nor_moves_the_reports() -> None:

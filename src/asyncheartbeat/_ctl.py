@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -132,7 +133,11 @@ def run(args: argparse.Namespace) -> int:
         (os.environ[v] for v in URL_VARIABLES if os.environ.get(v)), None
     )
     if not url:
-        usage.error(f"no emulator URL: give --url, or set ${URL_VARIABLES[0]}")
+        usage.error(
+            f"no emulator URL: give --url, or set ${URL_VARIABLES[0]} or ${URL_VARIABLES[1]}"
+        )
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        usage.error(f"--url {url!r} is not an http:// URL (the emulator prints its own)")
     try:
         command, body = _request(args)
     except (ValueError, TypeError) as problem:
@@ -207,9 +212,9 @@ def _fault_request(args: argparse.Namespace) -> dict[str, Any]:
 
     wanted = FAULT_ARGUMENTS[args.kind]
     if wanted is None and args.argument is not None:
-        raise ValueError(f"a {args.kind} fault takes no argument, got {args.argument!r}")
+        raise ValueError(f"{_a(args.kind)} fault takes no argument, got {args.argument!r}")
     if wanted is not None and args.argument is None:
-        raise ValueError(f"a {args.kind} fault needs its {wanted}: fault {args.kind} {wanted}")
+        raise ValueError(f"{_a(args.kind)} fault needs its {wanted}: fault {args.kind} {wanted}")
     if args.kind != "error" and (args.status is not None or args.message):
         raise ValueError("--status and --message are for an error fault")
     match args.kind:
@@ -263,6 +268,10 @@ def _post(url: str, command: str, body: dict[str, Any]) -> Any:
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise ControlError(f"cannot reach an emulator at {url}: {reason}") from None
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
 def _whole(text: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import inspect
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -92,6 +93,12 @@ class Heartbeat:
             option is not a number.
         ValueError: A number is out of range or they do not fit together, or ``task_id``
             or a field breaks the service's model.
+        HeartbeatError: An aiobotocore client made on trio, where it cannot run (use
+            `ThreadedClient`).
+
+    Entering the block raises `TaskStopped` if the acknowledgement was refused or never
+    landed (the body does not run), and `HeartbeatError` for a mistake no retry can mend
+    (a closed client, a sync client's call).
 
     Attributes:
         task_id: The task this heartbeat keeps alive.
@@ -272,12 +279,15 @@ class Heartbeat:
         self._layer.emit(Event(EventKind.ACKNOWLEDGED, "ReportTaskProgress", self.task_id))
         return self
 
+    def _acknowledgement_limit(self) -> float:
+        # The service reassigns a task not acknowledged within 2 minutes, whatever the lease.
+        return min(self._timing.lease_timeout, ACKNOWLEDGEMENT_LIMIT)
+
     async def _acknowledge(self) -> float:
         """Send the first report; return when the next one is due, or raise."""
         # The schedule counts from when the acknowledgement went on the wire: heartbeats
         # entered together but acknowledged one after another keep their reports spread out.
-        # The service reassigns a task not acknowledged within 2 minutes, whatever the lease.
-        limit = min(self._timing.lease_timeout, ACKNOWLEDGEMENT_LIMIT)
+        limit = self._acknowledgement_limit()
         result = await self._report(planned=None, deadline=current_time() + limit)
         if (verdict := self._verdict(result)) is not None:
             # A context manager cannot skip its body: this raises whatever raise_on_cancel says.
@@ -634,12 +644,11 @@ class Heartbeat:
             return None
         if result.reason is not None:
             return result.reason, result.description, result.error
-        return (
-            CancelReason.LEASE_LOST,
-            f"no report succeeded for {self._timing.lease_timeout:g} s; last failure: "
-            f"{result.description}",
-            result.error,
-        )
+        if self._state is _State.ACKNOWLEDGING:
+            lost = f"the task was not acknowledged within {self._acknowledgement_limit():g} s"
+        else:
+            lost = f"no report succeeded for {self._timing.lease_timeout:g} s"
+        return CancelReason.LEASE_LOST, f"{lost}; last failure: {result.description}", result.error
 
     def _stop_work(self, reason: CancelReason, detail: str, cause: BaseException | None) -> None:
         """Record the verdict and cancel the body with it."""
@@ -706,8 +715,10 @@ async def run_with_heartbeat(
 
     Raises:
         TaskStopped: The heartbeat stopped it: there is no result to return then.
+        TypeError: ``fn(*args)`` returned something that cannot be awaited (``fn`` is not
+            an ``async def``), found before any report is sent.
     """
-    async with Heartbeat(
+    heartbeat = Heartbeat(
         client,
         task_id,
         interval=interval,
@@ -715,6 +726,19 @@ async def run_with_heartbeat(
         lease_timeout=lease_timeout,
         call_timeout=call_timeout,
         stall_timeout=stall_timeout,
-    ):
-        return await fn(*args)
+    )
+    # Called first, so that a sync fn is refused before the task is acknowledged.
+    running = fn(*args)
+    if not inspect.isawaitable(running):
+        name = getattr(fn, "__qualname__", type(fn).__name__)
+        raise TypeError(
+            f"fn must be an async function: {name}(...) returned {type(running).__name__}, "
+            f"not an awaitable"
+        )
+    try:
+        async with heartbeat:
+            return await running
+    finally:
+        if inspect.iscoroutine(running):
+            running.close()  # unawaited if the acknowledgement failed; else a no-op
     raise AssertionError("unreachable: a cancelled heartbeat raises TaskStopped")

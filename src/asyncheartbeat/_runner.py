@@ -4,6 +4,7 @@ gracefully."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import socket
 import traceback
@@ -40,6 +41,10 @@ class PreconditionFalse(Exception):
     ``raise PreconditionFalse("no file for 2026-11-22 yet")``: once FALSE landed, the
     `TaskEvent` is ``"false"``, with this exception as its ``error``.
     """
+
+
+class _HandlerNotAsync(Exception):
+    """The handler returned something that cannot be awaited (see `TaskRunner.run`)."""
 
 
 class FailTask(Exception):
@@ -117,9 +122,10 @@ class TaskRunner:
     FAILED, and a task the heartbeat stopped is not reported (it is no longer ours), except
     a stalled one: that is reported FAILED with ``errorId`` ``TaskStalled``, for the
     service to retry.
-    `run` returns after `stop`, a ``terminate`` answer to the runner's own heartbeat, or a
-    PollForTask refusal; running tasks get ``shutdown_grace`` seconds to finish, then are
-    cancelled and left to the service to reassign.
+    `run` returns after `stop` or a ``terminate`` answer to the runner's own heartbeat, and
+    raises after a PollForTask refusal or a handler that is not async; either way running
+    tasks get ``shutdown_grace`` seconds to finish, then are cancelled and left to the
+    service to reassign.
 
     ```python
     async with get_session().create_client(
@@ -132,7 +138,8 @@ class TaskRunner:
 
     Args:
         client: An aiobotocore DataPipeline client whose read timeout outlasts the 90 s long
-            poll (make it with `TaskRunner.client_config`), or its `CallLayer`.
+            poll (make it with `TaskRunner.client_config`), a `ThreadedClient` (on trio), or
+            its `CallLayer`.
         worker_group: The worker group to poll, exactly as the pipeline names it.
         handler: ``async def handler(task: Task, heartbeat: Heartbeat)``, called once per
             task under its heartbeat. Returning reports FINISHED; raising `FailTask` or
@@ -165,6 +172,8 @@ class TaskRunner:
             not callable.
         ValueError: The client's read timeout would cut the long poll (90 s or less), or an
             option is out of range.
+        HeartbeatError: An aiobotocore client made on trio, where it cannot run (use
+            `ThreadedClient`).
 
     Attributes:
         layer: The `CallLayer` every call of the runner and its heartbeats goes through.
@@ -242,6 +251,7 @@ class TaskRunner:
         self._waiting: anyio.CancelScope | None = None  # a poll or a pause, which stop() ends
         self._started = False
         self._refusal: BaseException | None = None
+        self._not_async: TypeError | None = None  # a handler that returned no awaitable
         #: Tasks running now.
         self.running = 0
 
@@ -264,6 +274,9 @@ class TaskRunner:
         Raises:
             HeartbeatError: PollForTask was refused for good (access denied, bad
                 credentials), after the running tasks' grace.
+            TypeError: The handler returned something that cannot be awaited (it is not
+                an ``async def``). The runner stops at the first such task and does not
+                report it, so that it is handed out again rather than failed.
             RuntimeError: The runner ran already: make another.
         """
         if self._started:
@@ -291,6 +304,8 @@ class TaskRunner:
         logger.info(
             "task runner %r stopped", self.taskrunner_id, extra=self._fields("runner_stopped")
         )
+        if self._not_async is not None:
+            raise self._not_async
         if self._refusal is not None:
             raise HeartbeatError(f"PollForTask was refused: {self._refusal}") from self._refusal
 
@@ -394,7 +409,12 @@ class TaskRunner:
         try:
             try:
                 async with heartbeat:
-                    await self._handler(task, heartbeat)
+                    await self._call_handler(task, heartbeat)
+            except _HandlerNotAsync:
+                # The program's mistake, not the task's: every task would fail the same way,
+                # each spending one of its retries. The runner stops, leaving this task to be
+                # handed out again, and run() raises.
+                self._emit(event("cancelled"))
             except TaskStopped as stopped:
                 if stopped.reason is CancelReason.STALLED:
                     await fail_stalled(stopped)
@@ -419,6 +439,22 @@ class TaskRunner:
         finally:
             self.running -= 1
             self._slots.release()
+
+    async def _call_handler(self, task: Task, heartbeat: Heartbeat) -> None:
+        running = self._handler(task, heartbeat)
+        if not inspect.isawaitable(running):
+            raise self._handler_not_async(running)
+        await running
+
+    def _handler_not_async(self, returned: object) -> _HandlerNotAsync:
+        name = getattr(self._handler, "__qualname__", type(self._handler).__name__)
+        self._not_async = TypeError(
+            f"handler must be an async function (async def {name}(task, heartbeat)): it "
+            f"returned {type(returned).__name__}, not an awaitable"
+        )
+        logger.error("%s; stopping", self._not_async, extra=self._fields("handler_not_async"))
+        self.stop()
+        return _HandlerNotAsync()
 
     async def _fail_malformed(self, task_object: object, error: ValueError) -> None:
         """Report a task whose object could not be read FAILED, if it has a usable taskId."""

@@ -115,6 +115,7 @@ class LocalDataPipeline:
     Raises:
         ValueError: A duration that is not above 0, or a rate limit for an unknown
             operation.
+        TypeError: ``rate_limits`` is none of the forms above.
 
     Attributes:
         service: The emulated service's state (``service.timeouts`` are its `Timeouts`).
