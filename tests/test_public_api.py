@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import pickle
+import subprocess
+import sys
 import types
 
 import asyncheartbeat
@@ -13,7 +15,7 @@ from asyncheartbeat import CancelReason, HeartbeatError, TaskStopped
 
 
 def public_names(module: types.ModuleType) -> set[str]:
-    # dir(), not vars(): asyncheartbeat.testing imports its names on first use.
+    # dir(), not vars(): asyncheartbeat and asyncheartbeat.testing import names on first use.
     return {
         name
         for name in dir(module)
@@ -27,6 +29,25 @@ def test_all_lists_every_public_name() -> None:
     """__all__ misses no public name and names nothing that is not there."""
     for module in (asyncheartbeat, asyncheartbeat.instrumentation, asyncheartbeat.testing):
         assert set(module.__all__) == public_names(module), module.__name__
+
+
+def test_every_name_imported_on_first_use_is_in_all() -> None:
+    """The packages that import their names on first use know where each of __all__ is."""
+    for module in (asyncheartbeat, asyncheartbeat.testing):
+        assert set(module._MODULES) == set(module.__all__), module.__name__
+
+
+def test_a_fresh_import_reaches_names_and_subpackages_on_first_use() -> None:
+    """In a fresh process, `import asyncheartbeat` gives its names and its subpackages
+    (`asyncheartbeat.instrumentation`) as when it imported everything at once."""
+    code = (
+        "import asyncheartbeat as a; "
+        "print(a.Heartbeat.__name__, a.instrumentation.set_hooks.__name__, 'x' in dir(a))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["Heartbeat", "set_hooks", "False"]
 
 
 def test_task_cancelled_is_an_ordinary_exception() -> None:
