@@ -8,12 +8,14 @@ import time
 from typing import Any, TypedDict
 
 import anyio
+import anyio.from_thread
+import anyio.to_thread
 import pytest
 from botocore import UNSIGNED
 
-from asyncheartbeat import CancelReason, Heartbeat, TaskStopped, run_with_heartbeat
+from asyncheartbeat import CancelReason, Heartbeat, HeartbeatError, TaskStopped, run_with_heartbeat
 from asyncheartbeat.instrumentation import EventKind
-from asyncheartbeat.testing import Fault, LocalDataPipeline
+from asyncheartbeat.testing import Fault, LocalDataPipeline, MockClient
 
 from .conftest import (
     ACCESS_KEY,
@@ -684,3 +686,14 @@ async def test_run_with_heartbeat_raises_task_cancelled(dp: LocalDataPipeline, c
 
     with anyio.fail_after(2), pytest.raises(TaskStopped):
         await run_with_heartbeat(client, task_id, forever, **FAST)
+
+
+async def test_progress_from_a_worker_thread_says_how_to_call_it() -> None:
+    """progress() from a worker thread under a watchdog: HeartbeatError naming the way
+    (real time: a thread's wait would let a mock clock jump to the stall)."""
+    async with Heartbeat(
+        MockClient(), "task-1", interval=10, lease_timeout=50, stall_timeout=30
+    ) as hb:
+        with pytest.raises(HeartbeatError, match=r"anyio\.from_thread\.run_sync\(hb\.progress\)"):
+            await anyio.to_thread.run_sync(hb.progress)
+        await anyio.to_thread.run_sync(anyio.from_thread.run_sync, hb.progress)

@@ -194,6 +194,30 @@ async def test_a_scrape_counts_reports_stops_leases_and_tasks_by_outcome(
 
 
 @pytest.mark.asyncio
+async def test_a_stall_replaced_by_a_cancel_counts_one_stop(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """One heartbeat stalls and its final report finds the task cancelled (one stop:
+    requested); another just stalls (one stop: stalled)."""
+    registry = CollectorRegistry()
+    layer = CallLayer(client, hooks=[PrometheusMetrics(registry)])
+
+    def stops(reason: str) -> float | None:
+        return registry.get_sample_value("asyncheartbeat_stops_total", {"reason": reason})
+
+    for cancel_during_cleanup in (True, False):
+        task_id = dp.add_task()
+        with anyio.fail_after(10), pytest.raises(TaskStopped):
+            async with Heartbeat(layer, task_id, interval=5, lease_timeout=20, stall_timeout=0.2):
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    if cancel_during_cleanup:
+                        dp.cancel_task(task_id)
+    assert (stops("requested"), stops("stalled")) == (1, 1)
+
+
+@pytest.mark.asyncio
 async def test_leases_held_come_back_to_zero_by_every_way_out_of_a_heartbeat(
     dp: LocalDataPipeline, client: Any, events: EventLog
 ) -> None:

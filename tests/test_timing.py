@@ -639,6 +639,23 @@ async def test_a_stalled_task_cancelled_meanwhile_is_not_ours_to_fail(events: Ev
     ]  # fmt: skip
 
 
+async def test_a_stalled_task_cancelled_during_its_cleanup_is_not_ours_to_fail() -> None:
+    """No field changed, and the service cancels the task while the stalled body's shielded
+    cleanup runs: the report sent as the block ends finds it, and REQUESTED replaces
+    STALLED, so that nobody reports FAILED a task the service cancelled."""
+    cancelled = False
+    client = MockClient(lambda task_id, fields: {"canceled": cancelled})
+    with pytest.raises(TaskStopped) as caught:
+        async with Heartbeat(client, TASK, interval=10, lease_timeout=50, stall_timeout=3):
+            try:
+                await anyio.sleep(1000)  # silent
+            finally:
+                with anyio.CancelScope(shield=True):
+                    cancelled = True  # an operator cancels it now
+                    await anyio.sleep(1.5)  # the cleanup
+    assert caught.value.reason is CancelReason.REQUESTED
+
+
 async def test_run_with_heartbeat_passes_the_stall_timeout_on() -> None:
     """fn has no heartbeat to note progress on: stall_timeout stops it that long after it
     started."""

@@ -223,9 +223,18 @@ class Heartbeat:
         once per turn of a loop. Without a ``stall_timeout``, and outside the body, it does
         nothing. Call it from the event loop's thread; from a worker thread, through
         ``anyio.from_thread.run_sync(hb.progress)``.
+
+        Raises:
+            HeartbeatError: Called from another thread while a watchdog runs.
         """
         if self._watching:
-            self._last_progress = current_time()
+            try:
+                self._last_progress = current_time()
+            except RuntimeError as exc:  # anyio's NoEventLoopError: not the loop's thread
+                raise HeartbeatError(
+                    "progress() needs the event loop's thread: from a worker thread, call "
+                    "anyio.from_thread.run_sync(hb.progress)"
+                ) from exc
 
     @property
     def fields(self) -> list[dict[str, str]]:
@@ -323,11 +332,16 @@ class Heartbeat:
             ended_by_itself_or_us = (
                 exc is None or isinstance(exc, Exception) or body_cancelled_by_us
             )
+            # A stalled task is reported at once, fields changed or not: it is still ours
+            # only if the service has not cancelled it meanwhile, which only a report
+            # answered after the body's cleanup can tell (the runner then reports nothing).
+            stalled = self.cancel_reason is CancelReason.STALLED
+            fields_changed = self._fields.version != self._answered_version
             if (
                 ended_by_itself_or_us
-                and self.cancel_reason in (None, CancelReason.STALLED)
+                and (self.cancel_reason is None or stalled)
                 and self._crash is None
-                and self._fields.version != self._answered_version
+                and (fields_changed or stalled)
             ):
                 await self._final_report()
         finally:
@@ -619,7 +633,8 @@ class Heartbeat:
             self._sleep_scope.cancel()
 
     async def _final_report(self) -> None:
-        """Send the fields that changed since the last answered report, bounded by call_timeout."""
+        """Send the fields that changed since the last answered report (or, after a stall,
+        ask whether the task is still ours), bounded by call_timeout."""
         now = current_time()
         result = await self._report(planned=now, deadline=now + self._timing.call_timeout)
         if isinstance(result, Failure) and result.reason is None:

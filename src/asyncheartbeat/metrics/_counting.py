@@ -102,7 +102,9 @@ class Counting:
       one is a heartbeat's note about a call already counted). Attempts cut by their
       deadline, or let go as another attempt answered, count nowhere.
     - SCHEDULED gives the lateness; VERDICT a stop, labelled ``reason.value`` (so a reason
-      added later needs nothing here); ACKNOWLEDGED and ENDED move the leases held.
+      added later needs nothing here), except a stall, counted by the ENDED of a heartbeat
+      that ended STALLED (a canceled answer to its final report replaces it);
+      ACKNOWLEDGED and ENDED move the leases held.
     - A `TaskEvent` other than ``"started"`` counts a task and its duration.
     """
 
@@ -134,7 +136,9 @@ class Counting:
             rule(event)
 
     def _verdict(self, event: Event) -> None:
-        if event.reason is not None:
+        # A stall is counted when its heartbeat ends: its final report may still be answered
+        # canceled: true, whose VERDICT then replaces it (one stop per heartbeat).
+        if event.reason is not None and event.reason is not CancelReason.STALLED:
             self._record_stop(event.reason)
 
     def _acknowledged(self, event: Event) -> None:
@@ -143,6 +147,8 @@ class Counting:
         self._record_leases(1)
 
     def _ended(self, event: Event) -> None:
+        if event.reason is CancelReason.STALLED:
+            self._record_stop(CancelReason.STALLED)
         # A hook installed while heartbeats ran never saw their ACKNOWLEDGED: their ENDED
         # must not take the gauge below what it counted.
         with self._lock:
