@@ -169,3 +169,13 @@ async def test_the_plugin_fixtures_give_a_server_and_a_client(
     answer = await datapipeline_client.report_task_progress(taskId=task_id)
     assert answer["canceled"] is False
     assert "taskObject" not in await datapipeline_client.poll_for_task(workerGroup="none")
+
+
+@pytest.mark.asyncio
+async def test_an_emulator_process_writes_nothing_on_the_callers_stderr(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The child shares the caller's stderr: it prints no banner meant for a terminal."""
+    async with EmulatorProcess() as dp:
+        await dp.calls()
+    assert capfd.readouterr().err == ""

@@ -349,7 +349,8 @@ async def _serve_emulator(args: argparse.Namespace) -> None:
         ) as dp:
             # The URL alone on the first line, for scripts: url=$(asyncheartbeat emulator | head -1)
             print(dp.url, flush=True)
-            print("local Data Pipeline serving; Ctrl-C stops it", file=sys.stderr, flush=True)
+            if not args.stop_when_stdin_closes:  # a person at a terminal, not EmulatorProcess
+                print("local Data Pipeline serving; Ctrl-C stops it", file=sys.stderr, flush=True)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(stop_on, signals, tg.cancel_scope)
                 if args.stop_when_stdin_closes:
