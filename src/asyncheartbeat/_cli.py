@@ -35,6 +35,7 @@ from ._command import (
 from ._errors import CancelReason, HeartbeatError, TaskStopped
 from ._fields import check_field, check_member
 from ._heartbeat import Heartbeat
+from ._log import one_line
 from ._runner import FailTask, PreconditionFalse, TaskEvent, TaskRunner
 from ._task import Task
 from ._timing import Timing
@@ -635,7 +636,7 @@ def _one_line(error: BaseException) -> str:
     """``error`` as one readable line: the one error inside a group, its type and message."""
     while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
         error = error.exceptions[0]
-    return " ".join(f"{type(error).__name__}: {error}".split())
+    return one_line(f"{type(error).__name__}: {error}")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -742,13 +742,24 @@ async def run_with_heartbeat(
         call_timeout=call_timeout,
         stall_timeout=stall_timeout,
     )
-    # Called first, so that a sync fn is refused before the task is acknowledged.
+    return await run_under(heartbeat, "fn", fn, *args)
+
+
+class NotAsyncError(TypeError):
+    """A function that must be async returned something that cannot be awaited."""
+
+
+async def run_under(
+    heartbeat: Heartbeat, what: str, fn: Callable[[*PosArgs], Awaitable[T]], *args: *PosArgs
+) -> T:
+    """Await ``fn(*args)`` under ``heartbeat``. ``fn`` is called first, so that a sync one
+    (``what`` names it in the error) is refused before the task is acknowledged."""
     running = fn(*args)
     if not inspect.isawaitable(running):
         name = getattr(fn, "__qualname__", type(fn).__name__)
-        raise TypeError(
-            f"fn must be an async function: {name}(...) returned {type(running).__name__}, "
-            f"not an awaitable"
+        raise NotAsyncError(
+            f"{what} must be an async function: {name}(...) returned "
+            f"{type(running).__name__}, not an awaitable"
         )
     try:
         async with heartbeat:

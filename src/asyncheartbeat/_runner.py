@@ -4,7 +4,6 @@ gracefully."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import socket
 import traceback
@@ -19,7 +18,7 @@ from ._client import Failure
 from ._clock import current_time
 from ._errors import CancelReason, HeartbeatError, TaskStopped, stalled_detail
 from ._fields import check_member
-from ._heartbeat import Heartbeat
+from ._heartbeat import Heartbeat, NotAsyncError, run_under
 from ._log import fields, one_line
 from ._model import member_shape
 from ._task import Task
@@ -41,10 +40,6 @@ class PreconditionFalse(Exception):
     ``raise PreconditionFalse("no file for 2026-11-22 yet")``: once FALSE landed, the
     `TaskEvent` is ``"false"``, with this exception as its ``error``.
     """
-
-
-class _HandlerNotAsync(Exception):
-    """The handler returned something that cannot be awaited (see `TaskRunner.run`)."""
 
 
 class FailTask(Exception):
@@ -251,7 +246,7 @@ class TaskRunner:
         self._waiting: anyio.CancelScope | None = None  # a poll or a pause, which stop() ends
         self._started = False
         self._refusal: BaseException | None = None
-        self._not_async: TypeError | None = None  # a handler that returned no awaitable
+        self._not_async: NotAsyncError | None = None  # a handler that returned no awaitable
         #: Tasks running now.
         self.running = 0
 
@@ -408,12 +403,12 @@ class TaskRunner:
 
         try:
             try:
-                async with heartbeat:
-                    await self._call_handler(task, heartbeat)
-            except _HandlerNotAsync:
+                await run_under(heartbeat, "handler", self._handler, task, heartbeat)
+            except NotAsyncError as error:
                 # The program's mistake, not the task's: every task would fail the same way,
-                # each spending one of its retries. The runner stops, leaving this task to be
-                # handed out again, and run() raises.
+                # each spending one of its retries. The runner stops, leaving this task (not
+                # acknowledged) to be handed out again, and run() raises.
+                self._refuse_handler(error)
                 self._emit(event("cancelled"))
             except TaskStopped as stopped:
                 if stopped.reason is CancelReason.STALLED:
@@ -440,21 +435,11 @@ class TaskRunner:
             self.running -= 1
             self._slots.release()
 
-    async def _call_handler(self, task: Task, heartbeat: Heartbeat) -> None:
-        running = self._handler(task, heartbeat)
-        if not inspect.isawaitable(running):
-            raise self._handler_not_async(running)
-        await running
-
-    def _handler_not_async(self, returned: object) -> _HandlerNotAsync:
-        name = getattr(self._handler, "__qualname__", type(self._handler).__name__)
-        self._not_async = TypeError(
-            f"handler must be an async function (async def {name}(task, heartbeat)): it "
-            f"returned {type(returned).__name__}, not an awaitable"
-        )
-        logger.error("%s; stopping", self._not_async, extra=self._fields("handler_not_async"))
+    def _refuse_handler(self, error: NotAsyncError) -> None:
+        if self._not_async is None:
+            self._not_async = error
+            logger.error("%s; stopping", error, extra=self._fields("handler_not_async"))
         self.stop()
-        return _HandlerNotAsync()
 
     async def _fail_malformed(self, task_object: object, error: ValueError) -> None:
         """Report a task whose object could not be read FAILED, if it has a usable taskId."""

@@ -26,11 +26,13 @@ class ThreadedClient:
     Give it to `Heartbeat` or `TaskRunner` on trio, where aiobotocore cannot run; it works
     on asyncio too. It offers the calls the library makes: ``report_task_progress``,
     ``poll_for_task``, ``set_task_status`` and ``report_task_runner_heartbeat``. At most as
-    many calls run at once as the client's connection pool holds.
+    many calls are waited on at once as the client's connection pool holds.
 
     A call the library gives up on (at a deadline, or beside a second attempt that was
     answered first) is left to finish in its thread and its answer thrown away: a thread
-    cannot be interrupted. botocore's ``read_timeout`` bounds how long that thread lives.
+    cannot be interrupted. Its place is free at once, so while the service is slow, more
+    threads than the pool may run (botocore then opens connections beyond its pool);
+    botocore's ``read_timeout`` bounds how long each lives.
 
     Example::
 

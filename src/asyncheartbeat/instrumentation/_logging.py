@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import anyio
-
+from asyncheartbeat._clock import current_time
 from asyncheartbeat._errors import CancelReason
 from asyncheartbeat._log import fields, one_line
 
@@ -16,6 +15,9 @@ logger = logging.getLogger("asyncheartbeat")
 
 #: Per-task warnings are counted over windows of this many seconds.
 WINDOW = 10.0
+#: Events this hook does not log: a scheduled report's lateness (LATE tells the late ones),
+#: a heartbeat's start and end (its verdict tells why it stopped).
+_NOT_LOGGED = frozenset({EventKind.SCHEDULED, EventKind.ACKNOWLEDGED, EventKind.ENDED})
 #: Per-task warnings logged per window; the rest are counted and summed up in one line.
 WARNINGS_PER_WINDOW = 10
 
@@ -76,6 +78,8 @@ class LoggingHook:
                     extra=_extra(event),
                 )  # fmt: skip
             return
+        if event.kind in _NOT_LOGGED or (event.kind is EventKind.FAILED and event.final):
+            return  # one per report, or told by its verdict: nothing to build
         extra = _extra(event)
         detail = extra.get("hb_detail", "")
         match event.kind:
@@ -85,7 +89,7 @@ class LoggingHook:
                     event.operation, _for_task(event), detail, event.attempt, event.delay,
                     extra=extra,
                 )  # fmt: skip
-            case EventKind.FAILED if not event.final:  # final failures are told by their verdict
+            case EventKind.FAILED:
                 self._warn(
                     "%s%s failed, not tried again: %s",
                     event.operation, _for_task(event), detail, extra=extra,
@@ -119,8 +123,8 @@ class LoggingHook:
 
     def _warn(self, message: str, *args: object, extra: dict[str, Any]) -> None:
         try:
-            now = anyio.current_time()
-        except Exception:  # no event loop: nothing to cap against
+            now = current_time()
+        except RuntimeError:  # no event loop: nothing to cap against
             logger.warning(message, *args, extra=extra)
             return
         if self._window_start is None or now - self._window_start >= WINDOW:
