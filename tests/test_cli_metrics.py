@@ -12,17 +12,17 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiohttp
 import anyio
 import anyio.abc
 import pytest
 import pytest_asyncio
-from prometheus_client.parser import text_string_to_metric_families
 
 from asyncheartbeat._cli import main
 from asyncheartbeat.testing import LocalDataPipeline
 
 from .test_cli_jobs import ENV, FAST, command
+from .test_metrics import scrape
+from .test_metrics import value as sample
 
 WORKER = ["worker", "--worker-group", "wg"]
 
@@ -114,16 +114,6 @@ async def dp() -> AsyncIterator[LocalDataPipeline]:
         yield served
 
 
-async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
-        text = await response.text()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_worker_serves_metrics_through_its_shutdown_and_leaves_nothing_listening(
@@ -161,7 +151,7 @@ async def test_worker_serves_metrics_through_its_shutdown_and_leaves_nothing_lis
     assert process.returncode == 0, output.text["err"]
 
     def value(name: str, **labels: str) -> float:
-        return during_shutdown[(name, tuple(sorted(labels.items())))]
+        return sample(during_shutdown, name, **labels)
 
     tasks = {o: value("asyncheartbeat_tasks_total", outcome=o)
              for o in ("finished", "failed", "cancelled")}  # fmt: skip

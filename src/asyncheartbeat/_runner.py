@@ -16,7 +16,7 @@ import anyio
 from ._call_layer import ACKNOWLEDGEMENT_LIMIT, LONGEST_POLL, CallLayer, Reply, client_config
 from ._client import Failure
 from ._clock import current_time
-from ._errors import CancelReason, HeartbeatError, TaskStopped, stalled_detail
+from ._errors import CancelReason, HeartbeatError, stalled_detail
 from ._fields import check_member
 from ._heartbeat import Heartbeat, NotAsyncError, run_under
 from ._log import fields, one_line
@@ -410,12 +410,7 @@ class TaskRunner:
                 # acknowledged) to be handed out again, and run() raises.
                 self._refuse_handler(error)
                 self._emit(event("cancelled"))
-            except TaskStopped as stopped:
-                if stopped.reason is CancelReason.STALLED:
-                    await fail_stalled(stopped)
-                else:
-                    self._emit(event("cancelled", reason=stopped.reason, error=stopped))
-            except Exception as error:
+            except Exception as error:  # TaskStopped included: the heartbeat says why
                 if heartbeat.cancel_reason is CancelReason.STALLED:
                     await fail_stalled(error)  # what its cleanup raised does not change that
                 elif heartbeat.cancel_reason is not None:
