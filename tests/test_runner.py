@@ -162,6 +162,25 @@ async def test_a_handler_that_is_not_async_stops_the_runner_naming_it(
     assert {e.kind for e in events.seen} == {"started", "cancelled"}
 
 
+async def test_a_stop_of_another_heartbeat_inside_the_handler_fails_the_task(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """The handler's inner heartbeat, for another task, is stopped: the runner's own task
+    is still its own, and is reported FAILED with that TaskStopped."""
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+    other = dp.add_task()
+    dp.forget_task(other)
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        async with Heartbeat(client, other, interval=0.1, lease_timeout=1.0):
+            pytest.fail("the other task is gone: its body never runs")
+
+    runner, events = make_runner(client, handle)
+    await until(runner, lambda: events.wait_for("failed"))
+    [failed] = events.of("failed")
+    assert dp.attempt(failed.task.task_id).error_id == "TaskStopped"
+
+
 async def test_a_handler_raising_precondition_false_ends_its_task_false(
     dp: LocalDataPipeline, client: Any
 ) -> None:
