@@ -51,15 +51,15 @@ class PrometheusMetrics(Counting):
         self.registry = registry
         self._collectors: list[Any] = []
         try:
-            reports = self._add(prometheus_client.Counter, "reports", ["outcome"])
-            duration = self._add(prometheus_client.Histogram, "report_duration", [],
+            reports = self._add(prometheus_client.Counter, "reports")
+            duration = self._add(prometheus_client.Histogram, "report_duration",
                                  buckets=REPORT_BUCKETS)  # fmt: skip
-            lateness = self._add(prometheus_client.Histogram, "report_lateness", [],
+            lateness = self._add(prometheus_client.Histogram, "report_lateness",
                                  buckets=REPORT_BUCKETS)  # fmt: skip
-            leases = self._add(prometheus_client.Gauge, "leases_held", [])
-            stops = self._add(prometheus_client.Counter, "stops", ["reason"])
-            tasks = self._add(prometheus_client.Counter, "tasks", ["outcome"])
-            task_duration = self._add(prometheus_client.Histogram, "task_duration", ["outcome"],
+            leases = self._add(prometheus_client.Gauge, "leases_held")
+            stops = self._add(prometheus_client.Counter, "stops")
+            tasks = self._add(prometheus_client.Counter, "tasks")
+            task_duration = self._add(prometheus_client.Histogram, "task_duration",
                                       buckets=TASK_BUCKETS)  # fmt: skip
         except ValueError as duplicate:
             self.unregister()
@@ -78,8 +78,9 @@ class PrometheusMetrics(Counting):
         self._tasks = {outcome: tasks.labels(outcome) for outcome in TASK_OUTCOMES}
         self._task_durations = {o: task_duration.labels(o) for o in TASK_OUTCOMES}
 
-    def _add(self, kind: Any, key: str, labels: list[str], **options: Any) -> Any:
+    def _add(self, kind: Any, key: str, **options: Any) -> Any:
         spec = SPECS[key]
+        labels = [spec.label] if spec.label else []
         collector = kind(
             spec.prometheus, spec.description, labels, registry=self.registry, **options
         )
