@@ -19,11 +19,12 @@ import time
 import tracemalloc
 
 import anyio
+from machinery import INTERVAL, cpu_per_call
 
 from asyncheartbeat import Heartbeat
 from asyncheartbeat.testing import MockClient
 
-INTERVAL, PROGRESS_EVERY, SECONDS = 0.2, 0.1, 3.0
+PROGRESS_EVERY = 0.1
 #: Five reports' worth: the watchdog wakes and re-arms about once a second per heartbeat.
 STALL_TIMEOUT = 1.0
 CALLS = 200_000
@@ -31,10 +32,9 @@ CALLS = 200_000
 
 async def cpu_per_report(tasks: int, stall_timeout: float | None) -> float:
     client = MockClient()
-    stop = anyio.Event()
     stalled = 0
 
-    async def job(n: int) -> None:
+    async def job(n: int, stop: anyio.Event) -> None:
         nonlocal stalled
         async with Heartbeat(
             client, f"task-{n}", interval=INTERVAL, lease_timeout=5,
@@ -45,17 +45,10 @@ async def cpu_per_report(tasks: int, stall_timeout: float | None) -> float:
                 await anyio.sleep(PROGRESS_EVERY)
         stalled += hb.cancel_reason is not None
 
-    async with anyio.create_task_group() as tg:
-        for n in range(tasks):
-            tg.start_soon(job, n)
-        await anyio.sleep(2 * INTERVAL)
-        calls, cpu = len(client.calls), time.process_time()
-        await anyio.sleep(SECONDS)
-        cpu, calls = time.process_time() - cpu, len(client.calls) - calls
-        stop.set()
+    cpu = await cpu_per_call(client, job, tasks)
     if stalled:
         raise SystemExit(f"{stalled} of {tasks} heartbeats stopped: the loop lagged, rerun")
-    return cpu / calls * 1e6
+    return cpu
 
 
 async def nanoseconds_per_progress(stall_timeout: float | None) -> float:
