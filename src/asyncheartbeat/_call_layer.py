@@ -151,13 +151,14 @@ class CallLayer:
         if isinstance(client, CallLayer):
             refuse_foreign_backend(client.client)
             return client
-        refuse_foreign_backend(client)
         try:
             layer = _layers.get(client)
         except TypeError:  # cannot be weakly referenced: a layer of its own each time
             return cls(client)
         if layer is None:
-            layer = _layers[client] = cls(client)
+            layer = _layers[client] = cls(client)  # which checks the backend
+        else:
+            refuse_foreign_backend(client)
         return layer
 
     def __repr__(self) -> str:
