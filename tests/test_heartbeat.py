@@ -19,6 +19,7 @@ from asyncheartbeat.testing import Fault, LocalDataPipeline, MockClient
 
 from .conftest import (
     ACCESS_KEY,
+    LATE,
     SECRET_KEY,
     EventLog,
     RecordingClient,
@@ -107,7 +108,7 @@ async def test_acknowledgement_gives_up_when_the_lease_runs_out(
             pytest.fail("the body ran")
     assert caught.value.reason is CancelReason.LEASE_LOST
     assert "ServiceUnavailable" in str(caught.value)
-    assert 0.4 <= anyio.current_time() - started < 0.55
+    assert 0.4 <= anyio.current_time() - started < 0.4 + LATE
 
 
 # 2. Fixed rate ---------------------------------------------------------------------------
@@ -314,7 +315,7 @@ async def test_lease_is_lost_when_no_report_succeeds(dp: LocalDataPipeline, clie
     assert caught.value.reason is CancelReason.LEASE_LOST
     assert "InternalServiceError" in str(caught.value)
     assert hb.last_success is not None
-    assert 0.5 <= anyio.current_time() - hb.last_success < 0.6
+    assert 0.5 <= anyio.current_time() - hb.last_success < 0.5 + LATE
 
 
 async def test_lease_watchdog_does_not_wait_for_a_hung_call(
@@ -330,7 +331,7 @@ async def test_lease_watchdog_does_not_wait_for_a_hung_call(
             await anyio.sleep_forever()
     assert caught.value.reason is CancelReason.LEASE_LOST
     assert hb.last_success is not None
-    assert 0.5 <= anyio.current_time() - hb.last_success < 0.6
+    assert 0.5 <= anyio.current_time() - hb.last_success < 0.5 + LATE
 
 
 async def test_botocores_own_retries_are_bounded_by_the_lease(dp: LocalDataPipeline) -> None:
@@ -347,7 +348,7 @@ async def test_botocores_own_retries_are_bounded_by_the_lease(dp: LocalDataPipel
                 await anyio.sleep_forever()
     assert caught.value.reason is CancelReason.LEASE_LOST
     assert hb.last_success is not None
-    assert 0.5 <= anyio.current_time() - hb.last_success < 0.6
+    assert 0.5 <= anyio.current_time() - hb.last_success < 0.5 + LATE
 
 
 async def test_call_timeout_starts_when_a_connection_is_free(
@@ -545,7 +546,7 @@ async def test_final_report_is_bounded_by_call_timeout(dp: LocalDataPipeline, cl
             hb.set_field("rows", "5")
             dp.inject(Fault.hang(), task_id=task_id, times=None)
             body_ended = anyio.current_time()
-    assert 0.1 <= anyio.current_time() - body_ended < 0.2
+    assert 0.1 <= anyio.current_time() - body_ended < 0.1 + LATE
     assert hb.cancel_reason is None
 
 
