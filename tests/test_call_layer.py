@@ -16,6 +16,7 @@ import trio.testing
 
 from asyncheartbeat import CallLayer, CancelReason, Heartbeat, HeartbeatError, TaskStopped
 from asyncheartbeat._admission import FIRST_CALL_ALONE, MIN_LIMIT, Admission
+from asyncheartbeat._client import Failure
 from asyncheartbeat._queue import TurnQueue
 from asyncheartbeat._throttle import OperationRate
 from asyncheartbeat.instrumentation import Event, EventKind
@@ -175,6 +176,43 @@ async def test_a_hung_call_sent_while_others_wait_still_gets_a_second_attempt() 
 
     layer = CallLayer(MockClient(answer, max_pool_connections=100))
     assert await leases_lost(layer, 30, 20, interval=1, lease_timeout=10, call_timeout=1) == []
+
+
+async def test_a_hung_report_on_a_client_kept_busy_gets_its_second_attempt_in_time() -> None:
+    """Other calls keep every place of the client busy, with more waiting: the second
+    attempt beside a hung report waits its turn, goes ahead of calls whose deadlines are
+    later, and keeps the lease, where waiting for a place to spare would lose it."""
+    reports = 0
+    hedged_at: list[float] = []
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        nonlocal reports
+        if task_id == "task-1":
+            reports += 1
+            if reports == 2:  # the first regular report hangs
+                await anyio.sleep_forever()
+            if reports == 3:
+                hedged_at.append(anyio.current_time())
+        await anyio.sleep(0.5)
+        return {"canceled": False}
+
+    layer = CallLayer(MockClient(answer, max_pool_connections=2))
+
+    async def keep_busy() -> None:
+        while True:
+            busy = {"taskId": "other", "fields": []}
+            await layer.call("ReportTaskProgress", busy, deadline=anyio.current_time() + 1000)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(keep_busy)
+        started = anyio.current_time()
+        async with Heartbeat(layer, "task-1", interval=10, lease_timeout=30, call_timeout=5) as hb:
+            await anyio.sleep(60)
+        tg.cancel_scope.cancel()
+    assert hb.cancel_reason is None
+    # Sent a call_timeout after the hung report, at most an answer time later.
+    assert 15 <= hedged_at[0] - started <= 15.5 + 0.5
 
 
 async def test_the_acknowledgement_gives_up_after_the_services_two_minutes() -> None:
@@ -446,6 +484,77 @@ async def test_a_mistake_in_the_background_stops_the_work_with_it() -> None:
         async with Heartbeat(client, "task-1", interval=60, lease_timeout=300):
             await anyio.sleep_forever()
     assert anyio.current_time() == 60
+
+
+async def warm_layer(answer: Any) -> CallLayer:
+    """A layer over ``answer`` that has had its first answer, so that it may hedge."""
+    layer = CallLayer(MockClient(answer))
+    warm_up = {"taskId": "warm-up", "fields": []}
+    assert not isinstance(await layer.call("ReportTaskProgress", warm_up, deadline=1), Failure)
+    return layer
+
+
+async def test_an_acknowledgement_answered_beside_a_retried_first_attempt_is_acknowledged() -> None:
+    """The first attempt fails late and is retried; the attempt sent beside it is answered
+    meanwhile: the task is acknowledged then, and the retry is let go."""
+    calls = 0
+    in_flight = 0
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        nonlocal calls, in_flight
+        calls += 1
+        if task_id == "warm-up":
+            return {"canceled": False}
+        in_flight += 1
+        try:
+            if calls == 2:  # the first attempt fails after 6 s...
+                await anyio.sleep(6)
+                raise MockServiceError("InternalServiceError", status=500)
+            if calls == 3:  # ...the attempt beside it, sent at 5 s, is answered at 8 s
+                await anyio.sleep(3)
+                return {"canceled": False}
+            await anyio.sleep_forever()  # and the retry, if its backoff ended by then, hangs
+            raise AssertionError("unreachable")
+        finally:
+            in_flight -= 1
+
+    layer = await warm_layer(answer)
+    started = anyio.current_time()
+    async with Heartbeat(layer, "task-1", interval=60, lease_timeout=300, call_timeout=5) as hb:
+        assert anyio.current_time() - started == 8
+        await anyio.lowlevel.checkpoint()
+        assert in_flight == 0
+    assert hb.cancel_reason is None
+    assert hb.beats == 1
+
+
+async def test_a_cancel_heard_beside_a_retried_report_stops_the_work_at_once() -> None:
+    """A report fails late and is retried; the attempt sent beside it hears canceled: true
+    meanwhile: the work stops then, not when the retry is answered or the lease runs out."""
+    reports = 0
+
+    async def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        nonlocal reports
+        if task_id == "warm-up":
+            return {"canceled": False}
+        reports += 1
+        if reports == 2:  # the first regular report, at 10 s, fails after 6 s...
+            await anyio.sleep(6)
+            raise MockServiceError("InternalServiceError", status=500)
+        if reports == 3:  # ...the attempt beside it, sent at 15 s, hears the cancel at 17 s
+            await anyio.sleep(2)
+            return {"canceled": True}
+        if reports == 4:  # and the retry hangs
+            await anyio.sleep_forever()
+        return {"canceled": False}
+
+    layer = await warm_layer(answer)
+    started = anyio.current_time()
+    with pytest.raises(TaskStopped) as caught:
+        async with Heartbeat(layer, "task-1", interval=10, lease_timeout=60, call_timeout=5):
+            await anyio.sleep(100)
+    assert caught.value.reason is CancelReason.REQUESTED
+    assert anyio.current_time() - started == 17
 
 
 async def test_a_late_fatal_answer_to_a_second_attempt_stops_the_work() -> None:

@@ -11,18 +11,16 @@ import pytest
 from asyncheartbeat import CancelReason, Heartbeat, TaskStopped
 from asyncheartbeat.testing import Fault, LocalDataPipeline
 
-from .conftest import RecordingClient, client_config, make_client
+from .conftest import LATE, RecordingClient, client_config, make_client
 
 pytestmark = pytest.mark.asyncio
 
-INTERVAL, LEASE, CALL_TIMEOUT, RUN_FOR = 0.1, 0.6, 0.1, 1.5
+# A lease of ten intervals: room for a report and the three attempts beside it, so that at
+# 10 % of calls failing no lease runs out, and at 90 % some do.
+INTERVAL, LEASE, CALL_TIMEOUT, RUN_FOR = 0.1, 1.0, 0.1, 1.5
 # How late a verdict or a report may be on an event loop that 23 heartbeats, their client
-# and the server share, on a busy 2-core machine (CI shares one: 0.03 failed there). The
-# exact timing rules are proven under virtual time (test_timing.py, test_call_layer.py);
-# here a verdict is never early, and late by less than this.
-JITTER = 0.15
-# The longest a report's answer may take to come back on that loop.
-ROUND_TRIP = 0.1
+# and the server share: a verdict is never early, and late by less than this.
+JITTER = LATE
 
 # Throttling is not among them: the service throttles an account, not a task, and the
 # client slows down as a whole when throttled (tests/test_call_layer.py).
@@ -114,17 +112,18 @@ async def run_matrix(dp: LocalDataPipeline, client: RecordingClient) -> None:
     # at 10 % none do.
     lost = {t for t in transient_tasks if ended[t][0] is CancelReason.LEASE_LOST}
     assert any(transient_tasks[t] == 0.9 for t in lost)
-    assert not any(transient_tasks[t] == 0.1 for t in lost)
+    assert not [(t, client.sent[t]) for t in lost if transient_tasks[t] == 0.1]
 
     for task_id, code in fatal_tasks.items():
         reason, ended_at = ended[task_id]
         assert task_id in fatal_injected, f"{task_id} ended ({reason}) before its third report"
         assert reason is FATAL[code], (task_id, reason)
         # The next report meets the fatal answer, and nothing is sent after it. It leaves on
-        # the next slot after the previous answer (a slow answer skips the slots it covered).
+        # the next slot after the previous answer (a slow answer skips the slots it covered),
+        # and the work stops as that answer comes back, however long the server took.
         last_sent = client.sent[task_id][-1][0]
         since = max(fatal_injected[task_id], client.answers_at[task_id][-1])
         assert last_sent - since <= INTERVAL + JITTER, task_id
-        assert ended_at - last_sent <= ROUND_TRIP, task_id
+        assert 0 <= ended_at - client.returns_at[task_id][-1] <= JITTER, task_id
 
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("asyncheartbeat:")]

@@ -476,7 +476,7 @@ class CallLayer:
 
     def hedge_after(self, floor: float) -> float:
         """How long a call may go unanswered before a second attempt beside it is worth its
-        load. Whether one may go then is `may_hedge`'s to say.
+        load. Whether one may be sent then is `may_hedge`'s to say.
 
         Args:
             floor: The least delay, in seconds (a heartbeat's ``call_timeout``).
@@ -492,10 +492,10 @@ class CallLayer:
         return self.latency.overdue_after(0.0) if self.latency.smoothed is not None else None
 
     def may_hedge(self) -> bool:
-        """Whether a second attempt may go now: not while the client has no spare capacity
-        (it would delay another caller's call; ask again later), nor before the client's
-        first answer (a fresh client's first call includes building its HTTP session)."""
-        return self._answered_once and self.admission.spare()
+        """Whether a second attempt may be sent: not before the client's first answer (a
+        fresh client's first call includes building its HTTP session). On a busy client it
+        waits for its turn, as any call does."""
+        return self._answered_once
 
     def emit(self, event: Event) -> None:
         """Hand ``event`` to the global hooks, then to this layer's.

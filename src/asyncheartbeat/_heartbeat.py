@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
 import logging
@@ -14,7 +15,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from ._call_layer import ACKNOWLEDGEMENT_LIMIT, CallLayer
+from ._call_layer import ACKNOWLEDGEMENT_LIMIT, CallLayer, Reply, Watch
 from ._client import Answer, Failure, ProgressClient, report_answer_problem
 from ._clock import current_time
 from ._errors import CancelReason, HeartbeatError, TaskStopped, stalled_detail
@@ -28,6 +29,18 @@ logger = logging.getLogger("asyncheartbeat")
 #: Hedges in flight at once for one heartbeat: enough to get past a few dead connections,
 #: few enough that a service slow for everyone is not sent many times its load.
 MAX_HEDGES = 3
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Hedge:
+    """A second attempt beside a report: the report's scope (a decisive answer ends it),
+    the hedge's own while it waits for its turn, and when the attempt it went beside was
+    sent."""
+
+    report: anyio.CancelScope
+    waiting: anyio.CancelScope
+    beside_sent_at: float
+
 
 T = TypeVar("T")
 PosArgs = TypeVarTuple("PosArgs")
@@ -148,9 +161,13 @@ class Heartbeat:
         self._answered_version = -1
         self._in_flight: tuple[int, int] | None = None  # (attempt, fields version)
         # The report in flight that a hedge may stand beside (its attempt's cancel scope and
-        # when it was sent), the hedges in flight, a hedge's answer that came first, the timer.
+        # when it was sent), the whole report's scope (its attempts and the waits between
+        # them), the hedges in flight, the one waiting for its turn, a hedge's answer that
+        # came first, the timer.
         self._primary: tuple[anyio.CancelScope, float] | None = None
+        self._report_scope: anyio.CancelScope | None = None
         self._hedge_scopes: dict[anyio.CancelScope, float] = {}  # → when it was sent
+        self._waiting_hedge: anyio.CancelScope | None = None
         self._hedged: Answer | Failure | None = None
         self._hedge_timer = anyio.CancelScope()
         self._beat_wanted_by = 0  # the attempt number the most demanding beat() waits for
@@ -475,7 +492,11 @@ class Heartbeat:
             )  # fmt: skip
 
     async def _report(
-        self, planned: float | None, deadline: float | Callable[[], float], *, hedge: bool = False
+        self,
+        planned: float | None,
+        deadline: float | Callable[[], float],
+        *,
+        hedge: Hedge | None = None,
     ) -> Answer | Failure:
         """Report until the service answers, a failure is final, or ``deadline`` passes.
 
@@ -483,14 +504,15 @@ class Heartbeat:
         report is counted from ``planned`` (the slot of a scheduled report) when the first
         attempt is answered, and from when the answered attempt was sent otherwise, so that
         it never follows an answer too closely. A hedge is one attempt beside the report in
-        flight; a report a hedge answered first returns the hedge's answer.
+        flight (``hedge`` says which); a report a hedge answered first returns the hedge's
+        answer.
         """
         attempts: list[tuple[int, int]] = []  # (attempt number, fields version) sent
         attempts_scope: list[anyio.CancelScope] = []  # the latest attempt's
 
         def watch(scope: anyio.CancelScope | None, now: float) -> None:
             if scope is None:  # the attempt ended
-                if hedge:
+                if hedge is not None:
                     self._hedge_scopes.pop(attempts_scope[0], None)
                 else:
                     self._in_flight = self._primary = None
@@ -500,8 +522,16 @@ class Heartbeat:
             sent = (self._attempts_started, self._fields.version)
             attempts.append(sent)
             attempts_scope[:] = [scope]
-            if hedge:
+            if hedge is not None:
                 self._hedge_scopes[scope] = now
+                if self._waiting_hedge is hedge.waiting:
+                    self._waiting_hedge = None
+                self._layer.emit(
+                    Event(
+                        EventKind.HEDGED, "ReportTaskProgress", self.task_id,
+                        delay=now - hedge.beside_sent_at,
+                    )
+                )  # fmt: skip
             else:
                 self._in_flight = sent
                 self._primary = (scope, now)
@@ -509,24 +539,16 @@ class Heartbeat:
                     self._timing.call_timeout
                 )
 
-        if hedge:
+        reply: Reply | Answer | Failure
+        if hedge is not None:
             assert not callable(deadline)
             reply = await self._layer.attempt(
                 "ReportTaskProgress", self._report_params, deadline=deadline,
                 task_id=self.task_id, watch=watch, check=report_answer_problem,
             )  # fmt: skip
         else:
-            reply = await self._layer.call(
-                "ReportTaskProgress", self._report_params, deadline=deadline,
-                task_id=self.task_id, watch=watch, check=report_answer_problem,
-                backoff_start=self._timing.backoff_start, backoff_cap=self._timing.interval,
-            )  # fmt: skip
-        if isinstance(reply, Failure):
-            # The answer of the hedge that superseded the report in flight is the report's
-            # to take, not that of an older hedge let go at the same moment.
-            if reply.superseded and not hedge and self._hedged is not None:
-                result, self._hedged = self._hedged, None
-                return result
+            reply = await self._call_beside_hedges(deadline, watch)
+        if not isinstance(reply, Reply):
             return reply
         attempt, version = attempts[-1]
         anchor = planned if planned is not None and len(attempts) == 1 else reply.sent_at
@@ -547,6 +569,29 @@ class Heartbeat:
         self._wake_waiters()
         return Answer(reply.sent_at, reply.response["canceled"], anchor, reply.answered_at)
 
+    async def _call_beside_hedges(
+        self, deadline: float | Callable[[], float], watch: Watch
+    ) -> Reply | Answer | Failure:
+        """The report's own attempts: the layer's reply, or what a hedge decided first."""
+        # A hedge's decisive outcome ends the whole report, not just the attempt it went
+        # beside: that attempt may have failed meanwhile, and the report be retrying.
+        reply: Reply | Failure = Failure("superseded by a hedge", superseded=True)
+        with anyio.CancelScope() as self._report_scope:
+            reply = await self._layer.call(
+                "ReportTaskProgress", self._report_params, deadline=deadline,
+                task_id=self.task_id, watch=watch, check=report_answer_problem,
+                backoff_start=self._timing.backoff_start, backoff_cap=self._timing.interval,
+            )  # fmt: skip
+        self._report_scope = None
+        if self._waiting_hedge is not None:  # it went beside this report: not needed now
+            self._waiting_hedge.cancel()
+            self._waiting_hedge = None
+        hedged, self._hedged = self._hedged, None
+        # A hedge decisive at the moment the report failed for good still has the word.
+        if hedged is not None and isinstance(reply, Failure):
+            return hedged
+        return reply
+
     def _lease_end(self) -> float:
         """When the lease bought by the last answered report runs out."""
         assert self.last_success is not None
@@ -557,11 +602,15 @@ class Heartbeat:
 
     async def _hedge_slow_reports(self, task_group: anyio.abc.TaskGroup) -> None:
         """Send another attempt beside a report unanswered for the hedge delay, and another
-        after each further delay, up to `MAX_HEDGES` at once, whenever the layer allows one.
+        after each further ``call_timeout``, up to `MAX_HEDGES` at once.
 
         The first attempt is not abandoned: it may still be answered, and cutting it would
         throw away what the service already received and the connection it came on. The
         first answer wins; a hedge answered first ends the report it stood beside.
+
+        A hedge waits for its turn on a busy client like any call, ordered by its deadline:
+        the report's lease, which ends before those of heartbeats answered since, so it goes
+        ahead of their reports, and not ahead of a report more urgent than it.
         """
         while True:
             with self._hedge_timer:
@@ -569,30 +618,37 @@ class Heartbeat:
             self._hedge_timer = anyio.CancelScope()
             if self._primary is None:
                 continue
-            # Not now (the client is busy, or not warm yet): look again after another delay.
-            if len(self._hedge_scopes) < MAX_HEDGES and self._layer.may_hedge():
+            # Not now (one is waiting for its turn, or the client is not warm yet): look
+            # again after another delay.
+            if (
+                self._waiting_hedge is None
+                and len(self._hedge_scopes) < MAX_HEDGES
+                and self._layer.may_hedge()
+            ):
                 scope, sent_at = self._primary
-                self._layer.emit(
-                    Event(
-                        EventKind.HEDGED, "ReportTaskProgress", self.task_id,
-                        delay=current_time() - sent_at,
-                    )
-                )  # fmt: skip
+                assert self._report_scope is not None  # an attempt in flight is a report's
+                self._waiting_hedge = anyio.CancelScope()
+                hedge = Hedge(self._report_scope, self._waiting_hedge, sent_at)
                 # The report's deadline as it is now: answers since it was sent moved it on.
-                task_group.start_soon(self._hedge, scope, scope.deadline)
-            delay = self._layer.hedge_after(self._timing.call_timeout)
-            self._hedge_timer.deadline = current_time() + delay
+                task_group.start_soon(self._hedge, hedge, scope.deadline)
+            # The first hedge waited until the report was overdue by what answers have shown;
+            # a report still unanswered then is in trouble, not slow: one more each
+            # call_timeout, as a loop that cut and resent it would send.
+            self._hedge_timer.deadline = current_time() + self._timing.call_timeout
 
-    async def _hedge(self, primary: anyio.CancelScope, deadline: float) -> None:
-        try:
-            result = await self._report(None, deadline, hedge=True)
-        except Exception as exc:
-            self._crashed(exc)
+    async def _hedge(self, hedge: Hedge, deadline: float) -> None:
+        with hedge.waiting:  # cancelled only while it waits for its turn
+            try:
+                result = await self._report(None, deadline, hedge=hedge)
+            except Exception as exc:
+                self._crashed(exc)
+                return
+        if hedge.waiting.cancelled_caught:
             return
         decisive = isinstance(result, Answer) or result.reason is not None
-        if decisive and self._primary is not None and self._primary[0] is primary:
+        if decisive and self._report_scope is hedge.report:
             self._hedged = result
-            primary.cancel()
+            hedge.report.cancel()
         elif isinstance(result, Failure) and result.reason is not None:
             # The service's latest word, after the report beside which this went was
             # answered: the task is gone (or the reports refused), whatever came before.
