@@ -492,10 +492,11 @@ class CallLayer:
         return self.latency.overdue_after(0.0) if self.latency.smoothed is not None else None
 
     def may_hedge(self) -> bool:
-        """Whether a second attempt may be sent: not before the client's first answer (a
-        fresh client's first call includes building its HTTP session). On a busy client it
-        waits for its turn, as any call does."""
-        return self._answered_once
+        """Whether a second attempt may be sent now: not while the client has no spare
+        capacity (on a pool saturated by a slow service, it would take a place from a report
+        and lose leases; ask again later), nor before the client's first answer (a fresh
+        client's first call includes building its HTTP session)."""
+        return self._answered_once and self.admission.spare()
 
     def emit(self, event: Event) -> None:
         """Hand ``event`` to the global hooks, then to this layer's.

@@ -539,7 +539,7 @@ class Heartbeat:
                     self._timing.call_timeout
                 )
 
-        reply: Reply | Answer | Failure
+        hedged: Answer | Failure | None = None
         if hedge is not None:
             assert not callable(deadline)
             reply = await self._layer.attempt(
@@ -547,9 +547,10 @@ class Heartbeat:
                 task_id=self.task_id, watch=watch, check=report_answer_problem,
             )  # fmt: skip
         else:
-            reply = await self._call_beside_hedges(deadline, watch)
-        if not isinstance(reply, Reply):
-            return reply
+            reply, hedged = await self._call_beside_hedges(deadline, watch)
+        if isinstance(reply, Failure):
+            # A hedge decisive as the report failed for good, or that ended it, has the word.
+            return hedged or reply
         attempt, version = attempts[-1]
         anchor = planned if planned is not None and len(attempts) == 1 else reply.sent_at
         self.beats += 1
@@ -567,12 +568,16 @@ class Heartbeat:
             self._answered_version = version
             self._last_answered_attempt = attempt
         self._wake_waiters()
+        # A stop a hedge heard in the same moment stands, whatever this answer says.
+        if hedged is not None and (isinstance(hedged, Failure) or hedged.canceled):
+            return hedged
         return Answer(reply.sent_at, reply.response["canceled"], anchor, reply.answered_at)
 
     async def _call_beside_hedges(
         self, deadline: float | Callable[[], float], watch: Watch
-    ) -> Reply | Answer | Failure:
-        """The report's own attempts: the layer's reply, or what a hedge decided first."""
+    ) -> tuple[Reply | Failure, Answer | Failure | None]:
+        """The report's own attempts: the layer's reply, and what a hedge decided meanwhile
+        (the reply is a superseded `Failure` if that ended the report)."""
         # A hedge's decisive outcome ends the whole report, not just the attempt it went
         # beside: that attempt may have failed meanwhile, and the report be retrying.
         reply: Reply | Failure = Failure("superseded by a hedge", superseded=True)
@@ -587,10 +592,7 @@ class Heartbeat:
             self._waiting_hedge.cancel()
             self._waiting_hedge = None
         hedged, self._hedged = self._hedged, None
-        # A hedge decisive at the moment the report failed for good still has the word.
-        if hedged is not None and isinstance(reply, Failure):
-            return hedged
-        return reply
+        return reply, hedged
 
     def _lease_end(self) -> float:
         """When the lease bought by the last answered report runs out."""
@@ -602,15 +604,11 @@ class Heartbeat:
 
     async def _hedge_slow_reports(self, task_group: anyio.abc.TaskGroup) -> None:
         """Send another attempt beside a report unanswered for the hedge delay, and another
-        after each further ``call_timeout``, up to `MAX_HEDGES` at once.
+        after each further delay, up to `MAX_HEDGES` at once.
 
         The first attempt is not abandoned: it may still be answered, and cutting it would
         throw away what the service already received and the connection it came on. The
         first answer wins; a hedge answered first ends the report it stood beside.
-
-        A hedge waits for its turn on a busy client like any call, ordered by its deadline:
-        the report's lease, which ends before those of heartbeats answered since, so it goes
-        ahead of their reports, and not ahead of a report more urgent than it.
         """
         while True:
             with self._hedge_timer:
@@ -618,8 +616,8 @@ class Heartbeat:
             self._hedge_timer = anyio.CancelScope()
             if self._primary is None:
                 continue
-            # Not now (one is waiting for its turn, or the client is not warm yet): look
-            # again after another delay.
+            # Not now (the client is busy, or not warm yet, or one is on its way): look again
+            # after another delay.
             if (
                 self._waiting_hedge is None
                 and len(self._hedge_scopes) < MAX_HEDGES
@@ -631,13 +629,14 @@ class Heartbeat:
                 hedge = Hedge(self._report_scope, self._waiting_hedge, sent_at)
                 # The report's deadline as it is now: answers since it was sent moved it on.
                 task_group.start_soon(self._hedge, hedge, scope.deadline)
-            # The first hedge waited until the report was overdue by what answers have shown;
-            # a report still unanswered then is in trouble, not slow: one more each
-            # call_timeout, as a loop that cut and resent it would send.
-            self._hedge_timer.deadline = current_time() + self._timing.call_timeout
+            delay = self._layer.hedge_after(self._timing.call_timeout)
+            self._hedge_timer.deadline = current_time() + delay
 
     async def _hedge(self, hedge: Hedge, deadline: float) -> None:
         with hedge.waiting:  # cancelled only while it waits for its turn
+            # Its report may have ended before this task ran: with a place free, nothing
+            # between here and the wire would notice.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             try:
                 result = await self._report(None, deadline, hedge=hedge)
             except Exception as exc:
@@ -649,10 +648,12 @@ class Heartbeat:
         if decisive and self._report_scope is hedge.report:
             self._hedged = result
             hedge.report.cancel()
-        elif isinstance(result, Failure) and result.reason is not None:
+        else:
             # The service's latest word, after the report beside which this went was
-            # answered: the task is gone (or the reports refused), whatever came before.
-            self._stop_beside_keep_alive(result.reason, result.description, result.error)
+            # answered: a task cancelled, gone, or its reports refused, whatever came before.
+            verdict = self._verdict(result)
+            if verdict is not None and verdict[0] is not CancelReason.LEASE_LOST:
+                self._stop_beside_keep_alive(*verdict)
 
     async def _watch_for_stall(self, stall_timeout: float) -> None:
         """Stop the work once the body has shown no progress for ``stall_timeout``.
