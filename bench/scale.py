@@ -28,6 +28,7 @@ from _client import FIELDS, add_tasks, bare, bench_client, percentile, rss_bytes
 
 from asyncheartbeat import Heartbeat, TaskStopped
 from asyncheartbeat._client import Answer, Failure
+from asyncheartbeat._heartbeat import Hedge
 from asyncheartbeat.testing import EmulatorProcess
 
 CONNECTIONS = 10  # aiobotocore's default pool
@@ -39,7 +40,11 @@ class TimedHeartbeat(Heartbeat):
     lateness: ClassVar[list[float]] = []
 
     async def _report(
-        self, planned: float | None, deadline: float | Callable[[], float], *, hedge: bool = False
+        self,
+        planned: float | None,
+        deadline: float | Callable[[], float],
+        *,
+        hedge: Hedge | None = None,
     ) -> Answer | Failure:
         result = await super()._report(planned, deadline, hedge=hedge)
         if isinstance(result, Answer) and planned is not None:
