@@ -457,6 +457,16 @@ async def warm_layer(answer: Any) -> CallLayer:
     return layer
 
 
+async def when_the_service_stops_it(layer: CallLayer) -> float:
+    """Run a heartbeat on ``layer`` (interval 10, lease 60, call_timeout 5) around 100 s of
+    work; assert that a ``canceled: true`` stopped it, and return when."""
+    with pytest.raises(TaskStopped) as caught:
+        async with Heartbeat(layer, "task-1", interval=10, lease_timeout=60, call_timeout=5):
+            await anyio.sleep(100)
+    assert caught.value.reason is CancelReason.REQUESTED
+    return anyio.current_time()
+
+
 async def test_an_acknowledgement_answered_beside_a_retried_first_attempt_is_acknowledged() -> None:
     """The first attempt fails late and is retried; the attempt sent beside it is answered
     meanwhile: the task is acknowledged then, and the retry is let go."""
@@ -513,11 +523,7 @@ async def test_a_cancel_heard_beside_a_retried_report_stops_the_work_at_once() -
 
     layer = await warm_layer(answer)
     started = anyio.current_time()
-    with pytest.raises(TaskStopped) as caught:
-        async with Heartbeat(layer, "task-1", interval=10, lease_timeout=60, call_timeout=5):
-            await anyio.sleep(100)
-    assert caught.value.reason is CancelReason.REQUESTED
-    assert anyio.current_time() - started == 17
+    assert await when_the_service_stops_it(layer) - started == 17
 
 
 @pytest.mark.parametrize("run", range(10))  # trio orders the two answers at random
@@ -549,11 +555,7 @@ async def test_a_cancel_read_beside_in_the_step_the_report_is_answered_stops_the
 
     layer = await warm_layer(answer)
     started = anyio.current_time()
-    with pytest.raises(TaskStopped) as caught:
-        async with Heartbeat(layer, "task-1", interval=10, lease_timeout=60, call_timeout=5):
-            await anyio.sleep(100)
-    assert caught.value.reason is CancelReason.REQUESTED
-    stopped_after = anyio.current_time() - started
+    stopped_after = await when_the_service_stops_it(layer) - started
     assert (stopped_after == 20) if any(read) else (20 < stopped_after <= 30), (read, stopped_after)
 
 
@@ -579,11 +581,7 @@ async def test_a_cancel_heard_by_an_attempt_that_outlived_its_report_stops_the_w
 
     layer = await warm_layer(answer)
     started = anyio.current_time()
-    with pytest.raises(TaskStopped) as caught:
-        async with Heartbeat(layer, "task-1", interval=10, lease_timeout=60, call_timeout=5):
-            await anyio.sleep(100)
-    assert caught.value.reason is CancelReason.REQUESTED
-    assert anyio.current_time() - started == 20.5
+    assert await when_the_service_stops_it(layer) - started == 20.5
 
 
 @pytest.mark.parametrize("run", range(10))  # trio orders the answer and the timer at random
