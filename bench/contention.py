@@ -54,7 +54,7 @@ import anyio
 from _client import add_tasks, percentile
 from aiobotocore.session import get_session
 
-from asyncheartbeat import CallLayer, Heartbeat, TaskStopped, client_config
+from asyncheartbeat import Heartbeat, Reporter, TaskStopped, client_config
 from asyncheartbeat.instrumentation import Event, EventKind
 from asyncheartbeat.testing import EmulatorProcess, Fault, RateLimit
 
@@ -132,7 +132,7 @@ class Answers:
         self.times.setdefault(task_id, []).append(time.monotonic())
 
     def hook(self, events: Counter[str]) -> Callable[[Event], None]:
-        """A CallLayer hook counting events by kind and noting answered reports."""
+        """A Reporter hook counting events by kind and noting answered reports."""
 
         def hook(event: Event) -> None:
             events[event.kind.value] += 1
@@ -169,7 +169,7 @@ async def naive(
         await anyio.sleep(interval)
 
 
-async def heartbeat(layer: CallLayer, task_id: str, run: Run, verdicts: dict[str, str]) -> None:
+async def heartbeat(layer: Reporter, task_id: str, run: Run, verdicts: dict[str, str]) -> None:
     try:
         async with Heartbeat(layer, task_id, interval=run.interval, lease_timeout=run.lease):
             await anyio.sleep_forever()
@@ -193,11 +193,11 @@ async def attempt_statuses(dp: EmulatorProcess, task_ids: list[str]) -> dict[str
     return statuses
 
 
-async def sample(layer: CallLayer, samples: list[tuple[int, int, int]]) -> None:
+async def sample(layer: Reporter, samples: list[tuple[int, int, int]]) -> None:
     """Note the layer's calls in flight, its limit and its line, ten times a second."""
     while True:
         await anyio.sleep(0.1)
-        admission = layer.admission
+        admission = layer.calls.admission
         samples.append((admission.in_flight, admission.capacity, len(admission.queue)))
 
 
@@ -220,7 +220,7 @@ async def one(run: Run) -> Outcome:
             if run.delay:
                 fault = Fault.delay(run.delay)
                 await dp.inject(fault, task_id=None, times=None, probability=run.probability)
-            layer = CallLayer(client, hooks=[answers.hook(events)])
+            layer = Reporter(client, hooks=[answers.hook(events)])
             cpu_before, start = time.process_time(), time.monotonic()
             async with anyio.create_task_group() as tg:
                 for task_id in task_ids:

@@ -18,7 +18,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client import CollectorRegistry
 
-from asyncheartbeat import CallLayer
+from asyncheartbeat import Reporter
 from asyncheartbeat.instrumentation import Event, EventKind, Hook, LoggingHook, set_hooks
 from asyncheartbeat.metrics.opentelemetry import OpenTelemetryMetrics
 from asyncheartbeat.metrics.prometheus import PrometheusMetrics
@@ -45,10 +45,10 @@ def sides() -> dict[str, Callable[[], list[Hook]]]:
 
 
 def ns_per_event(hooks: list[Hook], events: int) -> float:
-    """Nanoseconds of `CallLayer.emit` per event, through the global hooks."""
+    """Nanoseconds of `Calls.emit` per event, through the global hooks."""
     set_hooks(hooks)
-    layer = CallLayer(MockClient())
-    emit = layer.emit
+    layer = Reporter(MockClient())
+    emit = layer.calls.emit
     batch = PER_REPORT * (events // len(PER_REPORT))
     started = time.perf_counter()
     for event in batch:

@@ -20,36 +20,16 @@ import argparse
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import anyio
 from _client import FIELDS, add_tasks, bare, bench_client, percentile, rss_bytes
 
-from asyncheartbeat import Heartbeat, TaskStopped
-from asyncheartbeat._client import Answer, Failure
-from asyncheartbeat._heartbeat import Hedge
+from asyncheartbeat import Heartbeat, Reporter, TaskStopped
+from asyncheartbeat.instrumentation import Event, EventKind
 from asyncheartbeat.testing import EmulatorProcess
 
 CONNECTIONS = 10  # aiobotocore's default pool
-
-
-class TimedHeartbeat(Heartbeat):
-    """A Heartbeat noting, for each scheduled report, how long after its slot it was answered."""
-
-    lateness: ClassVar[list[float]] = []
-
-    async def _report(
-        self,
-        planned: float | None,
-        deadline: float | Callable[[], float],
-        *,
-        hedge: Hedge | None = None,
-    ) -> Answer | Failure:
-        result = await super()._report(planned, deadline, hedge=hedge)
-        if isinstance(result, Answer) and planned is not None:
-            self.lateness.append(anyio.current_time() - planned)
-        return result
 
 
 class OverloadWarnings(logging.Handler):
@@ -74,7 +54,12 @@ class Jobs:
         self.running = 0
         self.outcomes: dict[str, int] = {}
         self.lateness: list[float] = []
-        TimedHeartbeat.lateness = self.lateness
+        # Each scheduled report's lateness, answered or given up, from its SCHEDULED event.
+        self.reporter = Reporter(client, hooks=[self._note])
+
+    def _note(self, event: Event) -> None:
+        if event.kind is EventKind.SCHEDULED and event.delay is not None:
+            self.lateness.append(event.delay)
 
     def _started(self) -> None:
         self.running += 1
@@ -86,8 +71,8 @@ class Jobs:
 
     async def heartbeat_job(self, task_id: str) -> None:
         await self.go.wait()
-        heartbeat = TimedHeartbeat(
-            self.client, task_id, interval=self.interval, lease_timeout=5 * self.interval
+        heartbeat = Heartbeat(
+            self.reporter, task_id, interval=self.interval, lease_timeout=5 * self.interval
         )
         try:
             async with heartbeat:

@@ -14,11 +14,11 @@ import anyio.lowlevel
 import pytest
 import trio.testing
 
-from asyncheartbeat import CallLayer, CancelReason, Heartbeat, HeartbeatError, TaskStopped
-from asyncheartbeat._admission import FIRST_CALL_ALONE, MIN_LIMIT, Admission
-from asyncheartbeat._client import Failure
-from asyncheartbeat._queue import TurnQueue
-from asyncheartbeat._throttle import OperationRate
+from asyncheartbeat import CancelReason, Heartbeat, HeartbeatError, Reporter, TaskStopped
+from asyncheartbeat._reporter._admission import FIRST_CALL_ALONE, MIN_LIMIT, Admission
+from asyncheartbeat._reporter._queue import TurnQueue
+from asyncheartbeat._reporter._throttle import OperationRate
+from asyncheartbeat._service import Answered
 from asyncheartbeat.instrumentation import Event, EventKind
 from asyncheartbeat.testing import MockClient, MockServiceError
 
@@ -56,7 +56,7 @@ class Service:
         return {"canceled": False}
 
 
-async def leases_lost(layer: CallLayer, count: int, seconds: float, **timing: Any) -> list[str]:
+async def leases_lost(layer: Reporter, count: int, seconds: float, **timing: Any) -> list[str]:
     """Run ``count`` heartbeats on ``layer`` around ``seconds`` of work each; return how
     those that were stopped were stopped."""
     lost: list[str] = []
@@ -97,7 +97,7 @@ async def test_a_new_clients_first_call_goes_alone_and_is_never_hedged(
     and no second attempt is charged to it; a slow first answer then holds the others back
     no longer than that moment."""
     service = Service(latency=5)  # a slow service, or a slow first answer
-    layer = CallLayer(MockClient(service))
+    layer = Reporter(MockClient(service))
 
     async def job(n: int) -> None:
         async with Heartbeat(layer, f"task-{n}", interval=2, lease_timeout=20, call_timeout=1):
@@ -130,7 +130,7 @@ async def test_a_new_clients_hung_first_call_holds_the_others_back_only_briefly(
         await anyio.sleep(0.1)
         return {"canceled": False}
 
-    layer = CallLayer(MockClient(answer, max_pool_connections=32))
+    layer = Reporter(MockClient(answer, max_pool_connections=32))
     assert await leases_lost(layer, 20, 2, interval=0.1, lease_timeout=0.6, call_timeout=0.1) == []
 
 
@@ -139,7 +139,7 @@ async def test_a_service_slower_than_a_clients_limit_gets_the_calls_it_needs() -
     not lag, the limit grows with the calls waiting instead of holding them back, and every
     lease is kept (the naive loop keeps them all)."""
     service = Service(latency=3)
-    layer = CallLayer(MockClient(service, max_pool_connections=22))
+    layer = Reporter(MockClient(service, max_pool_connections=22))
     assert await leases_lost(layer, 20, 20, interval=2, lease_timeout=8) == []
 
 
@@ -174,7 +174,7 @@ async def test_a_hung_call_sent_while_others_wait_still_gets_a_second_attempt() 
         await anyio.sleep(0.5)  # long enough for the line to be full when the hung ones go
         return {"canceled": False}
 
-    layer = CallLayer(MockClient(answer, max_pool_connections=100))
+    layer = Reporter(MockClient(answer, max_pool_connections=100))
     assert await leases_lost(layer, 30, 20, interval=1, lease_timeout=10, call_timeout=1) == []
 
 
@@ -240,12 +240,12 @@ async def test_a_call_about_to_miss_its_lease_goes_beyond_the_learned_limit() ->
     sent too late for its answer to count takes a free connection beyond it, and no lease
     is lost."""
     service = Service(latency=1)
-    layer = CallLayer(MockClient(service, max_pool_connections=100))
+    layer = Reporter(MockClient(service, max_pool_connections=100))
     lost: list[str] = []
 
     async def lagging_loop() -> None:
         while True:
-            layer.admission.loop_lag(0.5, anyio.current_time())
+            layer.calls.admission.loop_lag(0.5, anyio.current_time())
             await anyio.sleep(0.5)
 
     async def job(n: int) -> None:
@@ -262,7 +262,7 @@ async def test_a_call_about_to_miss_its_lease_goes_beyond_the_learned_limit() ->
                 jobs.start_soon(job, n)
         tg.cancel_scope.cancel()
     assert lost == []
-    assert layer.admission.limit < 2 * MIN_LIMIT, "the lag kept the learned limit down"
+    assert layer.calls.admission.limit < 2 * MIN_LIMIT, "the lag kept the learned limit down"
     assert service.most_in_flight > 2 * MIN_LIMIT, "and urgent calls went beyond it"
 
 
@@ -314,10 +314,10 @@ async def test_calls_beyond_the_learned_limit_wait_their_turn() -> None:
     """A new client lets one call in flight until its first answer (or a moment for the
     session), then up to the floor, never beyond the pool."""
     service = Service(latency=1)
-    layer = CallLayer(MockClient(service))
+    layer = Reporter(MockClient(service))
 
     async def report(n: int) -> None:
-        result = await layer.call(
+        result = await layer.calls.call(
             "ReportTaskProgress", {"taskId": f"t{n}", "fields": []}, deadline=1000
         )
         assert not isinstance(result, Exception)
@@ -361,7 +361,7 @@ async def test_throttling_slows_the_whole_client_and_keeps_every_lease(
     is lost, and few answers are throttles once the client has learned the rate."""
     lease = 100 / (10 / capacity_over_need)  # 100 tasks, one report per lease each
     service = TokenBucket(rate=10, burst=100)
-    layer = CallLayer(MockClient(service, max_pool_connections=50))
+    layer = Reporter(MockClient(service, max_pool_connections=50))
     assert await leases_lost(layer, 100, 300, interval=4, lease_timeout=lease) == []
     assert service.throttled <= 0.25 * service.answered
     rate = layer.rate("ReportTaskProgress")
@@ -449,15 +449,15 @@ async def test_a_mistake_in_the_background_stops_the_work_with_it() -> None:
     assert anyio.current_time() == 60
 
 
-async def warm_layer(answer: Any) -> CallLayer:
+async def warm_layer(answer: Any) -> Reporter:
     """A layer over ``answer`` that has had its first answer, so that it may hedge."""
-    layer = CallLayer(MockClient(answer))
+    layer = Reporter(MockClient(answer))
     warm_up = {"taskId": "warm-up", "fields": []}
-    assert not isinstance(await layer.call("ReportTaskProgress", warm_up, deadline=1), Failure)
+    assert isinstance(await layer.calls.call("ReportTaskProgress", warm_up, deadline=1), Answered)
     return layer
 
 
-async def when_the_service_stops_it(layer: CallLayer) -> float:
+async def when_the_service_stops_it(layer: Reporter) -> float:
     """Run a heartbeat on ``layer`` (interval 10, lease 60, call_timeout 5) around 100 s of
     work; assert that a ``canceled: true`` stopped it, and return when."""
     with pytest.raises(TaskStopped) as caught:
@@ -680,7 +680,7 @@ async def test_every_outcome_is_an_event_for_the_layers_hooks(events: EventLog) 
         return {"canceled": False}
 
     own: list[Event] = []
-    layer = CallLayer(MockClient(answer), hooks=[own.append])
+    layer = Reporter(MockClient(answer), hooks=[own.append])
     with pytest.raises(TaskStopped):
         async with Heartbeat(layer, "task-1", interval=10, lease_timeout=60):
             await anyio.sleep_forever()
@@ -714,7 +714,7 @@ async def test_backoff_jitter_comes_from_the_layers_random_source() -> None:
 
         seen: list[Event] = []
         client = MockClient(fail)
-        layer = CallLayer(client, hooks=[seen.append], random_source=random.Random(seed))
+        layer = Reporter(client, hooks=[seen.append], random_source=random.Random(seed))
         with pytest.raises(TaskStopped):
             async with Heartbeat(layer, "task-1", interval=10, lease_timeout=60):
                 await anyio.sleep_forever()

@@ -10,10 +10,10 @@ import boto3
 import pytest
 
 from asyncheartbeat import (
-    CallLayer,
     CancelReason,
     Heartbeat,
     HeartbeatError,
+    Reporter,
     Task,
     TaskRunner,
     TaskStopped,
@@ -78,7 +78,7 @@ async def test_a_throttling_service_slows_the_whole_client_and_every_lease_is_ke
     assert stopped == []
     throttled, answered = outcomes.count("error:ThrottlingException"), outcomes.count("answered")
     assert throttled <= 0.25 * answered, (throttled, answered)
-    assert CallLayer.of(client).rate("ReportTaskProgress") is not None
+    assert Reporter.of(client).rate("ReportTaskProgress") is not None
     assert events.of(EventKind.THROTTLED)
     assert not events.of(EventKind.RETRIED), "a throttle is not a failure to retry"
 
@@ -179,7 +179,7 @@ async def test_the_runners_calls_go_through_its_clients_call_layer(
         )  # fmt: skip
         with anyio.fail_after(10):
             await runner.run()
-    assert runner.layer is CallLayer.of(client)
+    assert runner.reporter is Reporter.of(client)
     answered = {e.operation for e in events.of(EventKind.ANSWERED)}
     assert {"ReportTaskProgress", "SetTaskStatus", "ReportTaskRunnerHeartbeat"} <= answered
 

@@ -22,10 +22,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from asyncheartbeat import (
-    CallLayer,
     CancelReason,
     FailTask,
     Heartbeat,
+    Reporter,
     Task,
     TaskEvent,
     TaskRunner,
@@ -143,7 +143,7 @@ async def troubled_fleet(
 
     # call_timeout well above the emulator's answers: no second attempt takes a fault.
     runner = TaskRunner(
-        CallLayer(client, hooks=[metrics]), worker_group=WORKER_GROUP, handler=handle,
+        Reporter(client, hooks=[metrics]), worker_group=WORKER_GROUP, handler=handle,
         interval=0.1, lease_timeout=2, call_timeout=0.5, on_event=on_event,
     )  # fmt: skip
     async with anyio.create_task_group() as tg:
@@ -200,7 +200,7 @@ async def test_a_stall_replaced_by_a_cancel_counts_one_stop(
     """One heartbeat stalls and its final report finds the task cancelled (one stop:
     requested); another just stalls (one stop: stalled)."""
     registry = CollectorRegistry()
-    layer = CallLayer(client, hooks=[PrometheusMetrics(registry)])
+    layer = Reporter(client, hooks=[PrometheusMetrics(registry)])
 
     def stops(reason: str) -> float | None:
         return registry.get_sample_value("asyncheartbeat_stops_total", {"reason": reason})
@@ -226,7 +226,7 @@ async def test_leases_held_come_back_to_zero_by_every_way_out_of_a_heartbeat(
     ACKNOWLEDGED has its ENDED."""
     registry = CollectorRegistry()
     metrics = PrometheusMetrics(registry)
-    layer = CallLayer(client, hooks=[metrics])
+    layer = Reporter(client, hooks=[metrics])
     inside: list[float | None] = []
 
     def held() -> float | None:
@@ -301,7 +301,7 @@ async def test_a_metrics_hook_that_raises_breaks_no_call(
 
     broken = Broken(CollectorRegistry())
     task_id = dp.add_task()
-    async with Heartbeat(CallLayer(client, hooks=[broken]), task_id, interval=0.1,
+    async with Heartbeat(Reporter(client, hooks=[broken]), task_id, interval=0.1,
                          lease_timeout=2) as hb:  # fmt: skip
         await hb.beat()
     assert hb.beats >= 2
@@ -332,7 +332,7 @@ async def test_one_registry_takes_one_metrics_object_and_two_runners_count_apart
             ended(event)
 
         runner = TaskRunner(
-            CallLayer(client, hooks=[metrics]), worker_group=group, handler=lambda t, hb: hb.beat(),
+            Reporter(client, hooks=[metrics]), worker_group=group, handler=lambda t, hb: hb.beat(),
             interval=0.1, lease_timeout=2, on_event=on_event,
         )  # fmt: skip
         async with anyio.create_task_group() as tg:

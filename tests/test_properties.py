@@ -15,9 +15,9 @@ import trio.testing
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from asyncheartbeat import CallLayer, CancelReason, Heartbeat, TaskStopped
+from asyncheartbeat import CancelReason, Heartbeat, Reporter, TaskStopped
 from asyncheartbeat._fields import check_task_id
-from asyncheartbeat._heartbeat import MAX_HEDGES
+from asyncheartbeat._reporter import MAX_HEDGES
 from asyncheartbeat.instrumentation import Event, EventKind
 from asyncheartbeat.testing import MockClient, MockServiceError, ServiceError
 from asyncheartbeat.testing._validation import validate_request
@@ -73,7 +73,7 @@ def run_scripted(script: list[tuple[float, str]], seed: int) -> dict[str, Any]:
         return {"canceled": False}
 
     async def scenario() -> None:
-        layer = CallLayer(MockClient(answer), random_source=random.Random(seed), hooks=[note_hedge])
+        layer = Reporter(MockClient(answer), random_source=random.Random(seed), hooks=[note_hedge])
         try:
             async with Heartbeat(
                 layer, "task-1", interval=INTERVAL, lease_timeout=LEASE, call_timeout=CALL_TIMEOUT

@@ -12,10 +12,10 @@ import boto3
 import pytest
 
 from asyncheartbeat import (
-    CallLayer,
     CancelReason,
     Heartbeat,
     HeartbeatError,
+    Reporter,
     Task,
     TaskEvent,
     TaskRunner,
@@ -140,11 +140,11 @@ async def test_a_call_layer_made_outside_the_loop_is_refused_on_trio_when_used()
     """A layer made where no loop runs (a thread) is refused by a heartbeat given it, and
     by its first call."""
     async with make_client(Nowhere()) as client:  # type: ignore[arg-type]
-        layer = await anyio.to_thread.run_sync(CallLayer, client)
+        layer = await anyio.to_thread.run_sync(Reporter, client)
         with pytest.raises(HeartbeatError, match="runs on trio"):
             Heartbeat(layer, "task-1")
         with anyio.fail_after(5), pytest.raises(HeartbeatError, match="asyncio only"):
-            await layer.call(
+            await layer.calls.call(
                 "ReportTaskProgress", {"taskId": "task-1", "fields": []},
                 deadline=anyio.current_time() + 5,
             )  # fmt: skip

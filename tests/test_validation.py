@@ -138,5 +138,5 @@ async def test_invalid_timing_is_refused(
 async def test_the_default_call_timeout_leaves_room_for_a_second_attempt(client: Any) -> None:
     """call_timeout defaults to one interval, and never more than half of what the lease
     leaves after one interval."""
-    assert Heartbeat(client, "t")._timing.call_timeout == 60
-    assert Heartbeat(client, "t", interval=200, lease_timeout=300)._timing.call_timeout == 50
+    assert Heartbeat(client, "t")._lease.timing.call_timeout == 60
+    assert Heartbeat(client, "t", interval=200, lease_timeout=300)._lease.timing.call_timeout == 50

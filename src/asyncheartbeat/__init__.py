@@ -10,35 +10,34 @@ from typing import TYPE_CHECKING
 from ._lazy import lazy_names as _lazy_names
 
 if TYPE_CHECKING:
-    from ._call_layer import CallLayer, client_config
-    from ._client import ProgressClient
+    from ._datapipeline import ProgressClient, client_config
     from ._errors import CancelReason, HeartbeatError, TaskStopped
     from ._heartbeat import Heartbeat, run_with_heartbeat
+    from ._reporter import Reporter
     from ._runner import FailTask, PreconditionFalse, TaskEvent, TaskRunner
     from ._task import PipelineObject, Task
     from ._threaded import ThreadedClient
 
 #: Where each public name is defined.
 _MODULES = {
-    "CallLayer": "._call_layer",
     "CancelReason": "._errors",
     "FailTask": "._runner",
     "Heartbeat": "._heartbeat",
     "HeartbeatError": "._errors",
     "PipelineObject": "._task",
     "PreconditionFalse": "._runner",
-    "ProgressClient": "._client",
+    "ProgressClient": "._datapipeline",
+    "Reporter": "._reporter",
     "Task": "._task",
     "TaskEvent": "._runner",
     "TaskRunner": "._runner",
     "TaskStopped": "._errors",
     "ThreadedClient": "._threaded",
-    "client_config": "._call_layer",
+    "client_config": "._datapipeline",
     "run_with_heartbeat": "._heartbeat",
 }
 
 __all__ = [
-    "CallLayer",
     "CancelReason",
     "FailTask",
     "Heartbeat",
@@ -46,6 +45,7 @@ __all__ = [
     "PipelineObject",
     "PreconditionFalse",
     "ProgressClient",
+    "Reporter",
     "Task",
     "TaskEvent",
     "TaskRunner",

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from . import _ctl
-from ._admission import DEFAULT_POOL
 from ._command import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
@@ -36,6 +35,7 @@ from ._errors import CancelReason, HeartbeatError, TaskStopped
 from ._fields import check_field, check_member
 from ._heartbeat import Heartbeat
 from ._log import one_line
+from ._reporter._admission import DEFAULT_POOL
 from ._runner import FailTask, PreconditionFalse, TaskEvent, TaskRunner
 from ._task import Task
 from ._timing import Timing

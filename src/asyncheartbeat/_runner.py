@@ -13,14 +13,15 @@ from typing import Any, Literal
 
 import anyio
 
-from ._call_layer import ACKNOWLEDGEMENT_LIMIT, LONGEST_POLL, CallLayer, Reply, client_config
-from ._client import Failure
 from ._clock import current_time
+from ._datapipeline import ACKNOWLEDGEMENT_LIMIT, LONGEST_POLL, client_config
 from ._errors import CancelReason, HeartbeatError, stalled_detail
 from ._fields import check_member
 from ._heartbeat import Heartbeat, NotAsyncError, run_under
 from ._log import fields, one_line
 from ._model import member_shape
+from ._reporter import Reporter
+from ._service import Answered, Final, Transient
 from ._task import Task
 from ._timing import Timing, check_seconds, jittered_backoff
 
@@ -134,7 +135,7 @@ class TaskRunner:
     Args:
         client: An aiobotocore DataPipeline client whose read timeout outlasts the 90 s long
             poll (make it with `TaskRunner.client_config`), a `ThreadedClient` (on trio), or
-            its `CallLayer`.
+            its `Reporter`.
         worker_group: The worker group to poll, exactly as the pipeline names it.
         handler: ``async def handler(task: Task, heartbeat: Heartbeat)``, called once per
             task under its heartbeat. Returning reports FINISHED; raising `FailTask` or
@@ -171,7 +172,7 @@ class TaskRunner:
             `ThreadedClient`).
 
     Attributes:
-        layer: The `CallLayer` every call of the runner and its heartbeats goes through.
+        reporter: The `Reporter` every call of the runner and its heartbeats goes through.
         worker_group: The worker group it polls.
         hostname: The hostname it sends.
         taskrunner_id: The ``taskrunnerId`` it sends.
@@ -199,7 +200,7 @@ class TaskRunner:
         on_event: Callable[[TaskEvent], object] | None = None,
         stall_timeout: float | None = None,
     ) -> None:
-        raw_client = client.client if isinstance(client, CallLayer) else client
+        raw_client = client.client if isinstance(client, Reporter) else client
         for method in ("poll_for_task", "report_task_progress", "set_task_status",
                        "report_task_runner_heartbeat"):  # fmt: skip
             if not callable(getattr(raw_client, method, None)):
@@ -214,8 +215,8 @@ class TaskRunner:
             raise ValueError(
                 f"concurrency must be a whole number of at least 1, not {concurrency!r}"
             )
-        #: The call layer every call of this runner and its heartbeats goes through.
-        self.layer = CallLayer.of(client)
+        #: The reporter every call of this runner and its heartbeats goes through.
+        self.reporter = Reporter.of(client)
         if worker_group == "":
             raise ValueError("worker_group must not be empty: PollForTask matches it exactly")
         self.worker_group = check_member(
@@ -339,11 +340,11 @@ class TaskRunner:
         params: dict[str, Any] = {"workerGroup": self.worker_group, "hostname": self.hostname}
         if self._instance_identity:
             params["instanceIdentity"] = self._instance_identity
-        result = await self.layer.long_call("PollForTask", params)
-        if isinstance(result, Reply):
+        result = await self.reporter.calls.long_call("PollForTask", params)
+        if isinstance(result, Answered):
             task_object: Mapping[str, Any] | None = result.response.get("taskObject") or None
             return task_object
-        if result.reason is CancelReason.REJECTED:
+        if isinstance(result, Final) and result.reason is CancelReason.REJECTED:
             logger.error(
                 "PollForTask refused, stopping: %s", one_line(result.description),
                 extra=self._fields(
@@ -368,7 +369,7 @@ class TaskRunner:
         started = current_time()
         self._emit(TaskEvent("started", task, 0.0))
         heartbeat = Heartbeat(
-            self.layer,
+            self.reporter,
             task.task_id,
             interval=self._timing.interval,
             lease_timeout=self._timing.lease_timeout,
@@ -393,7 +394,9 @@ class TaskRunner:
             if outcome is True:
                 self._emit(event(kind, reason=reason, error=error))
             else:
-                self._emit(event("unreported", reason=outcome.reason, error=error))
+                self._emit(
+                    event("unreported", reason=getattr(outcome, "reason", None), error=error)
+                )
 
         async def fail_stalled(error: Exception) -> None:
             # Still ours, unlike every other reason: FAILED, so that the service retries it.
@@ -463,7 +466,7 @@ class TaskRunner:
 
     async def _set_status(
         self, task_id: str, status: str, since: float | None, **error_fields: str
-    ) -> Literal[True] | Failure:
+    ) -> Literal[True] | Transient | Final:
         """SetTaskStatus, retried on transient failures for as long as the task is ours: until
         the lease bought by the report sent at ``since`` (or the task's acknowledgement
         window, for a task never reported) runs out. True once it landed, else the failure."""
@@ -472,7 +475,7 @@ class TaskRunner:
             give_up_at = now + min(self._timing.lease_timeout, ACKNOWLEDGEMENT_LIMIT)
         else:
             give_up_at = since + self._timing.lease_timeout
-        result = await self.layer.call(
+        result = await self.reporter.calls.call(
             "SetTaskStatus",
             {"taskId": task_id, "taskStatus": status, **error_fields},
             deadline=give_up_at,
@@ -480,9 +483,9 @@ class TaskRunner:
             backoff_start=self._timing.backoff_start,
             backoff_cap=self._timing.interval,
         )
-        if isinstance(result, Reply):
+        if isinstance(result, Answered):
             return True
-        if result.reason is not None:
+        if isinstance(result, Final):
             logger.warning(
                 "SetTaskStatus %s for task %r refused: %s",
                 status, task_id, one_line(result.description),
@@ -551,12 +554,12 @@ class TaskRunner:
         }
         interval = self._runner_heartbeat_interval
         while True:
-            # Retried by the layer until the next one is due; a miss is only logged.
-            result = await self.layer.call(
+            # Retried by the reporter's calls until the next one is due; a miss is only logged.
+            result = await self.reporter.calls.call(
                 "ReportTaskRunnerHeartbeat", params,
                 deadline=current_time() + interval, backoff_start=1.0, backoff_cap=interval,
             )  # fmt: skip
-            if isinstance(result, Reply) and result.response.get("terminate") is True:
+            if isinstance(result, Answered) and result.response.get("terminate") is True:
                 logger.info(
                     "the service asked task runner %r to terminate",
                     self.taskrunner_id,
@@ -564,7 +567,7 @@ class TaskRunner:
                 )
                 self.stop()
                 return
-            await anyio.sleep(interval if isinstance(result, Reply) else 0)
+            await anyio.sleep(interval if isinstance(result, Answered) else 0)
 
 
 def _check_read_timeout(client: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ._call_layer import client_config_defaults, pool_size
+from ._datapipeline import client_config_defaults, pool_size
 
 #: Threads at once for a client whose config names no pool size (botocore's default).
 DEFAULT_THREADS = 10
@@ -66,7 +66,7 @@ class ThreadedClient:
                 f"method: give a boto3 'datapipeline' client (boto3.client('datapipeline'))"
             )
         self.client = client
-        #: The wrapped client's metadata: the call layer reads its pool size there.
+        #: The wrapped client's metadata: the reporter reads its pool size there.
         self.meta = getattr(client, "meta", None)
         self.limiter = limiter or anyio.CapacityLimiter(pool_size(client) or DEFAULT_THREADS)
 

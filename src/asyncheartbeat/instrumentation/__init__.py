@@ -1,7 +1,7 @@
 """Observe asyncheartbeat as it works: every call's outcome and every verdict, as typed events.
 
 A hook is any callable taking one `Event`. Hooks set here see the events of every
-`CallLayer`; a layer's own ``hooks=`` see only its events. Logging is one such hook,
+`Reporter`; a reporter's own ``hooks=`` see only its events. Logging is one such hook,
 `LoggingHook`, installed by default.
 """
 

@@ -98,7 +98,7 @@ class Counting:
     ``_record_*`` methods; this class decides when they are called.
 
     - A report attempt counts once: ANSWERED (with its latency), THROTTLED, or failed
-      (RETRIED, or a FAILED of the call layer, which numbers its attempt; a FAILED without
+      (RETRIED, or a FAILED of the calls, which number its attempt; a FAILED without
       one is a heartbeat's note about a call already counted). Attempts cut by their
       deadline, or let go as another attempt answered, count nowhere.
     - SCHEDULED gives the lateness; VERDICT a stop, labelled ``reason.value`` (so a reason
@@ -172,8 +172,8 @@ class Counting:
             self._record_report("throttled")
 
     def _failed(self, event: Event) -> None:
-        # The call layer numbers the attempt of every FAILED it sends; a FAILED without one
-        # is a heartbeat's note about a call the layer already told.
+        # The calls number the attempt of every FAILED it sends; a FAILED without one
+        # is a heartbeat's note about a call the calls already told.
         if event.operation == REPORT and event.attempt is not None:
             self._record_report("failed")
 

@@ -28,7 +28,7 @@ class OpenTelemetryMetrics(Counting):
     of the meter ``asyncheartbeat``.
 
     Install it as a hook (``set_hooks([LoggingHook(), metrics])`` or
-    ``CallLayer(client, hooks=[metrics])``) and give it to a `TaskRunner` as ``on_event``
+    ``Reporter(client, hooks=[metrics])``) and give it to a `TaskRunner` as ``on_event``
     for the tasks. Instruments of the same name from two objects are one instrument to
     the SDK, so two of them on one provider add up.
 

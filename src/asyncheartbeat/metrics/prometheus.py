@@ -32,7 +32,7 @@ class PrometheusMetrics(Counting):
     """Count reports, lateness, leases held, stops and tasks in a Prometheus registry.
 
     Install it as a hook (``set_hooks([LoggingHook(), metrics])`` or
-    ``CallLayer(client, hooks=[metrics])``) and give it to a `TaskRunner` as ``on_event``
+    ``Reporter(client, hooks=[metrics])``) and give it to a `TaskRunner` as ``on_event``
     for the tasks. One object per registry: fleets of runners in one process share it.
     Every known label value is exported from the start, as zeros.
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import anyio
 
-from ._clock import current_time
+from asyncheartbeat._clock import current_time
 
 
 @dataclasses.dataclass(eq=False, slots=True)

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import math
 
-from ._clock import current_time
+from asyncheartbeat._clock import current_time
+
 from ._queue import TurnQueue
 
 #: A throttle leaves at least this rate, in calls/s.

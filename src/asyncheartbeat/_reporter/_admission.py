@@ -32,7 +32,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from ._clock import current_time
+from asyncheartbeat._clock import current_time
+
 from ._queue import TurnQueue
 
 #: How long an answer typically takes, in seconds, or None while it is not known.
