@@ -50,10 +50,10 @@ class Lease:
         "primary",
         "report_scope",
         "report_timer",
-        "running",
         "stage",
         "stall_timer",
         "task_id",
+        "tasks",
         "timing",
         "verdict",
         "waiting_hedge",
@@ -96,8 +96,8 @@ class Lease:
         # The reporter's timers for this lease: the order number of the pending entry of
         # each kind in its schedule, 0 for none.
         self.report_timer = self.hedge_timer = self.stall_timer = 0
-        #: Scopes of the reporter's tasks working for this lease now.
-        self.running: set[anyio.CancelScope] = set()
+        #: The reporter's tasks working for this lease now.
+        self.tasks = 0
 
     def lease_end(self) -> float:
         """When the lease bought by the last answered report runs out."""

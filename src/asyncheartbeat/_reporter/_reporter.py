@@ -35,7 +35,7 @@ from asyncheartbeat._service import Answered, Cut, Final, Outcome, Transient
 from asyncheartbeat.instrumentation import Event, EventKind, Hook
 
 from ._calls import Calls, Watch
-from ._host import start_host
+from ._host import Tasks, start_host
 from ._lease import Lease, Stage
 from ._schedule import Schedule, Timer
 from ._verdict import verdict
@@ -242,13 +242,12 @@ class Reporter:
         """
         lease.stage = Stage.CLOSING
         self._schedule.clear(lease)
-        for scope in lease.running:
-            scope.cancel()
-        if lease.waiting_hedge is not None:
-            lease.waiting_hedge.cancel()
+        for scope in (lease.report_scope, lease.waiting_hedge, *lease.hedge_scopes):
+            if scope is not None:
+                scope.cancel()
         try:
             if report_last:
-                while lease.running:  # the cut calls give their places back first
+                while lease.tasks:  # the cut calls give their places back first
                     await lease.wait_for_change()
                 await self._final_report(lease)
         finally:
@@ -276,7 +275,8 @@ class Reporter:
     async def _serve(self) -> None:
         """Run the client's timers until it has no lease left."""
         try:
-            async with anyio.create_task_group() as tasks:
+            async with anyio.create_task_group() as group:
+                tasks = Tasks(group)
                 while self._leases:
                     stalls: list[tuple[Lease, float]] = []
                     now = current_time()
@@ -297,6 +297,7 @@ class Reporter:
                 # Synchronously with the check above: a lease that joins from now on starts
                 # another host, while this one lets its last tasks unwind.
                 self._serving = False
+                await tasks.drain()
         except BaseException as exc:
             self._serving = False
             for lease in list(self._leases.values()):
@@ -305,28 +306,23 @@ class Reporter:
             if not isinstance(exc, Exception):
                 raise
 
-    def _spawn(self, tasks: anyio.abc.TaskGroup, lease: Lease, work: Callable[..., Any],
-               *args: Any) -> None:  # fmt: skip
-        """Run ``work(*args)`` for ``lease`` in a scope that `end` cancels."""
-        scope = anyio.CancelScope()
-        lease.running.add(scope)
-        tasks.start_soon(self._run_for, lease, scope, work, args)
+    def _spawn(self, tasks: Tasks, lease: Lease, work: Callable[..., Any], *args: Any) -> None:
+        """Run ``work(lease, *args)``; `end` cuts it through the scopes the lease keeps."""
+        lease.tasks += 1
+        tasks.spawn(self._run_for, lease, work, args)
 
-    async def _run_for(
-        self, lease: Lease, scope: anyio.CancelScope, work: Callable[..., Any], args: Any
-    ) -> None:
+    async def _run_for(self, lease: Lease, work: Callable[..., Any], args: Any) -> None:
         try:
-            with scope:
-                await work(lease, *args)
+            await work(lease, *args)
         except Exception as exc:
             self._crashed(lease, exc)
         finally:
-            lease.running.discard(scope)
-            if not lease.running:
+            lease.tasks -= 1
+            if not lease.tasks:
                 lease.wake()
 
     def _report_due(
-        self, tasks: anyio.abc.TaskGroup, lease: Lease, at: float, now: float, scheduled: bool
+        self, tasks: Tasks, lease: Lease, at: float, now: float, scheduled: bool
     ) -> None:
         if scheduled:
             lateness = now - at
@@ -342,9 +338,11 @@ class Reporter:
         self._spawn(tasks, lease, self._scheduled_report, at if scheduled else now, scheduled)
 
     async def _scheduled_report(self, lease: Lease, planned: float, scheduled: bool) -> None:
-        outcome, anchor = await self._report(lease, planned, lease.lease_end)
-        if lease.verdict is not None:  # a verdict came meanwhile
+        if lease.stage is not Stage.RUNNING:  # ended before this task ran
             return
+        outcome, anchor = await self._report(lease, planned, lease.lease_end)
+        if lease.verdict is not None or lease.stage is not Stage.RUNNING:
+            return  # a verdict came meanwhile, or the heartbeat ended and cut the report
         now = outcome.answered_at if isinstance(outcome, Answered) else current_time()
         if scheduled:
             self.calls.overload.report_due(now, now - planned, lease.timing.lateness_threshold)
@@ -487,7 +485,7 @@ class Reporter:
         hedged, lease.hedged = lease.hedged, None
         return outcome, hedged
 
-    def _hedge_due(self, tasks: anyio.abc.TaskGroup, lease: Lease, now: float) -> None:
+    def _hedge_due(self, tasks: Tasks, lease: Lease, now: float) -> None:
         """Send another attempt beside a report unanswered for the hedge delay, and another
         after each further delay, up to `MAX_HEDGES` at once.
 
