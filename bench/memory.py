@@ -8,6 +8,7 @@ itself is not counted. ``--hold`` keeps the heartbeats reporting that long befor
 leave (with ``--interval`` between reports).
 
     .venv/bin/python bench/memory.py [--tasks 2000] [--hold 0] [--interval 60]
+        [--stall-timeouts none 3600]
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     print("| | memory per heartbeat | enter all | leave all |")
     print("| --- | --- | --- | --- |")
-    for stall_timeout in (None, 3600.0):
+    for stall_timeout in args.stall_timeouts:
         side = await held(args.tasks, heartbeat=True, stall_timeout=stall_timeout,
                           interval=args.interval, hold=args.hold)  # fmt: skip
         print(
@@ -102,4 +103,8 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--hold", type=float, default=0.0)
     parser.add_argument("--interval", type=float, default=60.0)
+    parser.add_argument(
+        "--stall-timeouts", nargs="+", type=lambda text: None if text == "none" else float(text),
+        default=[None, 3600.0], help="one row each; 'none' for no watchdog",
+    )  # fmt: skip
     asyncio.run(main(parser.parse_args()))

@@ -28,6 +28,10 @@ BENCHMARKS: dict[str, list[str]] = {
         "bench/machinery.py --rounds 5 --tasks 1000",
     ],
     "stall": ["bench/stall_watchdog.py --rounds 5 --tasks 300"],
+    "memory": [
+        "bench/memory.py --tasks 2000",
+        "bench/memory.py --tasks 100000 --hold 60 --interval 30 --stall-timeouts none",
+    ],
     "scale": [
         "bench/scale.py --tasks 1000 --header",
         "bench/scale.py --tasks 1000 --bare",
