@@ -221,18 +221,22 @@ async def test_raise_on_cancel_false_exits_quietly_and_tells_why(
             "InvalidRequestException (HTTP 400): field limit exceeded",
         ),
         (
-            lambda dp, t: dp.inject(Fault.error("AccessDeniedException", message="no"), task_id=t),
+            lambda dp, t: dp.inject(
+                Fault.error("AccessDeniedException", message="no"), task_id=t, times=None
+            ),
             CancelReason.REJECTED,
             "AccessDeniedException",
         ),
         (
-            lambda dp, t: dp.inject(Fault.error("UnrecognizedClientException"), task_id=t),
+            lambda dp, t: dp.inject(
+                Fault.error("UnrecognizedClientException"), task_id=t, times=None
+            ),
             CancelReason.REJECTED,
             "UnrecognizedClientException",
         ),
         (
             lambda dp, t: dp.inject(
-                Fault.error("InvalidSignatureException", status=403), task_id=t
+                Fault.error("InvalidSignatureException", status=403), task_id=t, times=None
             ),
             CancelReason.REJECTED,
             "InvalidSignatureException (HTTP 403)",

@@ -151,16 +151,26 @@ class DataPipeline:
                 return Final(_FATAL_CODES[code], description, error)
             if code in _REJECTED_CODES:
                 return Final(CancelReason.REJECTED, description, error)
+            if code in _REFUSED_CODES:
+                return Transient(description, error, refusal=CancelReason.REJECTED)
             throttled = code in _THROTTLING_CODES or status == 429
             retry_after = _retry_after(metadata.get("HTTPHeaders")) if throttled else None
             return Transient(description, error, throttled=throttled, retry_after=retry_after)
-        description = f"{type(error).__name__}: {error}"
-        if any(isinstance(error, cls) for cls in _botocore_local_errors()):
-            return Final(CancelReason.REJECTED, description, error)
-        return Transient(description, error)
+        return _read_unanswered(error)
 
 
 _CANCELED = Final(CancelReason.REQUESTED, "the service answered canceled: true")
+
+
+def _read_unanswered(error: Exception) -> Transient | Final:
+    """An error without the service's answer in it: botocore's own, or the connection's."""
+    description = f"{type(error).__name__}: {error}"
+    rejected, refused = _botocore_local_errors()
+    if isinstance(error, rejected):
+        return Final(CancelReason.REJECTED, description, error)
+    if isinstance(error, refused):  # no credentials found this time: they may come back
+        return Transient(description, error, refusal=CancelReason.REJECTED)
+    return Transient(description, error)
 
 
 def _retry_after(headers: object) -> float | None:
@@ -183,12 +193,20 @@ _FATAL_CODES = {
     "PipelineDeletedException": CancelReason.PIPELINE_DELETED,
 }
 
-# The request itself, the credentials or the permissions are wrong: no retry can succeed.
+# The request itself is wrong: no retry can succeed.
 _REJECTED_CODES = frozenset(
     {
         "InvalidRequestException",
         "ValidationException",
         "SerializationException",
+        "UnknownOperationException",
+    }
+)
+
+# The credentials, the signature or the permissions were refused. Credentials refresh and
+# clocks skew, so one such answer may be a blip: final only once it repeats.
+_REFUSED_CODES = frozenset(
+    {
         "AccessDenied",
         "AccessDeniedException",
         "UnrecognizedClientException",
@@ -202,7 +220,6 @@ _REJECTED_CODES = frozenset(
         "NotAuthorized",
         "ExpiredToken",
         "ExpiredTokenException",
-        "UnknownOperationException",
     }
 )
 
@@ -238,7 +255,8 @@ _ANSWER_PARSERS = (
 )
 
 # Raised by botocore before anything is sent, for a request no retry can fix.
-_REJECTED_LOCAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "ParamValidationError")
+_REJECTED_LOCAL_ERRORS = ("ParamValidationError",)
+_REFUSED_LOCAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError")
 
 
 def local_error(error: BaseException) -> BaseException | None:
@@ -270,13 +288,19 @@ def _is_http_client_error(error: BaseException) -> bool:
 
 
 @functools.cache
-def _botocore_local_errors() -> tuple[type[BaseException], ...]:
+def _botocore_local_errors() -> tuple[
+    tuple[type[BaseException], ...], tuple[type[BaseException], ...]
+]:
+    """botocore's errors raised before sending: those no retry can fix, and those that
+    may clear (credentials not found this time)."""
     # Only looked up once a report has failed: botocore stays off the hot path.
     try:
         import botocore.exceptions  # noqa: PLC0415
     except ImportError:  # pragma: no cover - botocore comes with aiobotocore
-        return ()
-    return tuple(getattr(botocore.exceptions, name) for name in _REJECTED_LOCAL_ERRORS)
+        return (), ()
+    return tuple(getattr(botocore.exceptions, name) for name in _REJECTED_LOCAL_ERRORS), tuple(
+        getattr(botocore.exceptions, name) for name in _REFUSED_LOCAL_ERRORS
+    )
 
 
 def client_config(**overrides: Any) -> Any:

@@ -58,6 +58,9 @@ class Transient:
     #: header), if it said.
     retry_after: float | None = None
     cut: Cut | None = None
+    #: The service refused the caller (credentials, signature, permissions): one such answer
+    #: may be a blip, and is retried; the same answer again ends the work for this reason.
+    refusal: CancelReason | None = None
 
 
 Outcome: TypeAlias = Answered | Transient | Final

@@ -90,6 +90,8 @@ class Calls:
         self.load = Load()
         self.rates: dict[str, OperationRate] = {}
         self.answered_once = False
+        #: Refusals of the caller in a row, per operation (see `Transient.refusal`).
+        self.refusals: dict[str, int] = {}
         self.overload = OverloadWindow(
             self._overloaded, lambda: (self.load.heartbeats, self.load.asked_per_second)
         )
@@ -180,7 +182,7 @@ class Calls:
             except HeartbeatError:
                 raise
             except Exception as exc:
-                result: Transient | Final = service.read_error(exc)
+                result: Transient | Final = self._read_error(operation, exc)
             finally:
                 ended_at = current_time()
                 self.admission.leave(answered=answered)
@@ -204,6 +206,17 @@ class Calls:
             if not self._throttled(operation, task_id, attempt, result, sent_at):
                 return result
             throttles += 1
+
+    def _read_error(self, operation: str, error: Exception) -> Transient | Final:
+        """The service's reading of ``error``, with one rule of the calls': a refusal of the
+        caller is final only when the call before it, of the same operation, was refused too."""
+        result = self.service.read_error(error)
+        if not isinstance(result, Transient) or result.refusal is None:
+            return result
+        refusals = self.refusals[operation] = self.refusals.get(operation, 0) + 1
+        if refusals < 2:
+            return result
+        return Final(result.refusal, f"{result.description} (refused again)", result.error)
 
     def rate_of(self, operation: str) -> OperationRate:
         rate = self.rates.get(operation)
@@ -249,10 +262,11 @@ class Calls:
             except HeartbeatError:
                 raise
             except Exception as exc:
-                result = service.read_error(exc)
+                result = self._read_error(operation, exc)
             else:
                 answered_at = current_time()
                 rate.answered(answered_at)
+                self.refusals.pop(operation, None)
                 return Answered(response, sent_at, answered_at)
             finally:
                 self.admission.long_call(started=False)
@@ -354,5 +368,7 @@ class Calls:
             self.answered_once = True
             self.admission.first_answer()
         self.rates[operation].answered(answered_at)
+        if self.refusals:
+            self.refusals.pop(operation, None)
         self.emit(Event(EventKind.ANSWERED, operation, task_id, attempt, latency=latency))
         return Answered(response, sent_at, answered_at, stop)

@@ -1,0 +1,92 @@
+"""A refusal of the caller (credentials, signature, permissions) is final only once it
+repeats: credentials refresh and clocks skew. Over real HTTP against the local Data
+Pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from asyncheartbeat import CancelReason, Heartbeat, Task, TaskRunner, TaskStopped
+from asyncheartbeat.instrumentation import EventKind
+from asyncheartbeat.testing import Fault, LocalDataPipeline
+
+from .conftest import EventLog
+
+pytestmark = pytest.mark.asyncio
+
+INTERVAL, LEASE = 0.1, 0.6
+REFUSALS = [
+    ("ExpiredTokenException", 400),
+    ("InvalidSignatureException", 403),
+    ("AccessDeniedException", 400),
+]
+
+
+@pytest.mark.parametrize(("code", "status"), REFUSALS)
+async def test_one_refused_report_is_retried_and_the_lease_kept(
+    dp: LocalDataPipeline, client: Any, events: EventLog, code: str, status: int
+) -> None:
+    """One refused report is retried like a transient failure; the work goes on."""
+    task_id = dp.add_task()
+    with anyio.fail_after(5):
+        async with Heartbeat(client, task_id, interval=INTERVAL, lease_timeout=LEASE) as hb:
+            dp.inject(Fault.error(code, status=status), task_id=task_id)
+            await hb.beat()
+    assert hb.cancel_reason is None
+    assert [e for e in events.of(EventKind.RETRIED) if code in e.description]
+
+
+@pytest.mark.parametrize(("code", "status"), REFUSALS)
+async def test_a_refusal_that_repeats_stops_the_work_as_rejected(
+    dp: LocalDataPipeline, client: Any, code: str, status: int
+) -> None:
+    """The same refusal on the retry is final: REJECTED, naming the code, well before the
+    lease runs out."""
+    task_id = dp.add_task()
+    with anyio.fail_after(5), pytest.raises(TaskStopped) as caught:
+        async with Heartbeat(client, task_id, interval=0.1, lease_timeout=60):
+            dp.inject(Fault.error(code, status=status), task_id=task_id, times=None)
+            await anyio.sleep_forever()
+    assert caught.value.reason is CancelReason.REJECTED
+    assert code in str(caught.value)
+
+
+async def test_a_refused_first_poll_is_polled_again(dp: LocalDataPipeline, client: Any) -> None:
+    """A runner whose first poll is refused once polls again, and runs the task."""
+    dp.add_pipeline(worker_group="wg")
+    dp.inject(Fault.error("ExpiredTokenException"), operation="PollForTask")
+    ran: list[str] = []
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        ran.append(task.task_id)
+        runner.stop()
+
+    runner = TaskRunner(
+        client, worker_group="wg", handler=handle, interval=INTERVAL, lease_timeout=LEASE
+    )
+    with anyio.fail_after(10):
+        await runner.run()
+    assert len(ran) == 1
+
+
+async def test_a_finished_tasks_status_survives_one_refusal(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """One refused SetTaskStatus is retried: the finished task is reported FINISHED."""
+    dp.add_pipeline(worker_group="wg")
+    dp.inject(Fault.error("ExpiredTokenException"), operation="SetTaskStatus")
+    ran: list[str] = []
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        ran.append(task.task_id)
+        runner.stop()
+
+    runner = TaskRunner(
+        client, worker_group="wg", handler=handle, interval=INTERVAL, lease_timeout=LEASE
+    )
+    with anyio.fail_after(10):
+        await runner.run()
+    assert dp.attempt(ran[0]).status.value == "FINISHED"
