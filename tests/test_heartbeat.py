@@ -702,3 +702,29 @@ async def test_progress_from_a_worker_thread_says_how_to_call_it() -> None:
         with pytest.raises(HeartbeatError, match=r"anyio\.from_thread\.run_sync\(hb\.progress\)"):
             await anyio.to_thread.run_sync(hb.progress)
         await anyio.to_thread.run_sync(anyio.from_thread.run_sync, hb.progress)
+
+
+async def test_a_block_that_ends_after_its_lease_ran_out_raises_lease_lost(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """A body that blocks the loop past its lease and ends without another await does not
+    end cleanly: TaskStopped(LEASE_LOST), and no last report of a task now someone else's."""
+    task_id = dp.add_task()
+    with pytest.raises(TaskStopped) as caught:
+        async with Heartbeat(client, task_id, **FAST) as hb:
+            hb.set_field("rows", "10")
+            time.sleep(FAST["lease_timeout"] + 0.4)  # noqa: ASYNC251 - the blocked loop
+    assert caught.value.reason is CancelReason.LEASE_LOST
+    assert "after its lease ran out" in str(caught.value)
+    assert not [c for c in dp.calls if c.operation == "ReportTaskProgress"
+                and c.params["fields"]]  # fmt: skip
+
+
+async def test_beat_awaited_on_another_threads_loop_is_refused_naming_the_fix(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """beat() from a foreign event loop would hang: it raises HeartbeatError instead."""
+    task_id = dp.add_task()
+    async with Heartbeat(client, task_id, interval=1, lease_timeout=10) as hb:
+        with anyio.fail_after(10), pytest.raises(HeartbeatError, match="from_thread"):
+            await anyio.to_thread.run_sync(asyncio.run, hb.beat())

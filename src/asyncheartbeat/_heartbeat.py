@@ -4,6 +4,7 @@ scope, and hands the task's lease to its client's reporter, which does all the r
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TypeVar, TypeVarTuple
@@ -116,6 +117,7 @@ class Heartbeat:
         self._raise_on_cancel = raise_on_cancel
         # Whether the body runs under a stall watchdog, which progress() then feeds.
         self._watching = False
+        self._thread: int | None = None  # the event loop's, once entered
 
     @property
     def cancel_reason(self) -> CancelReason | None:
@@ -238,6 +240,7 @@ class Heartbeat:
         # The body runs in this scope, which the reporter cancels on a verdict; entered
         # here and left in __aexit__, by the task running the block.
         lease.body_scope.__enter__()
+        self._thread = threading.get_ident()
         self._watching = lease.timing.stall_timeout is not None
         return self
 
@@ -288,13 +291,21 @@ class Heartbeat:
         Raises:
             TaskStopped: The heartbeat stopped the work meanwhile (called from the body, the
                 body's own cancellation comes first).
-            HeartbeatError: The heartbeat is not running, or ended before the report.
+            HeartbeatError: The heartbeat is not running, ended before the report, or this
+                was awaited on another thread's event loop.
         """
         lease = self._lease
         if lease.stage is not Stage.RUNNING:
             raise HeartbeatError(
                 f"beat() needs the heartbeat of task {self.task_id!r} running; it is "
                 f"{lease.stage.value}"
+            )
+        if threading.get_ident() != self._thread:
+            # Awaited on another thread's event loop, it would wait for an answer that the
+            # heartbeat's own loop signals, and hang.
+            raise HeartbeatError(
+                "beat() must be awaited on the event loop the heartbeat runs on: from another "
+                "thread, call anyio.from_thread.run(hb.beat)"
             )
         self.progress()
         wanted = self._reporter.beat(lease)

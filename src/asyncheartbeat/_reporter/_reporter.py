@@ -240,6 +240,13 @@ class Reporter:
             lease: The task's lease.
             report_last: Send one last report first, bounded by the call timeout.
         """
+        if lease.verdict is None and current_time() >= lease.lease_end():
+            # A body that blocked the loop past the lease, then ended without another await:
+            # no verdict could reach it, and the task is probably someone else's by now.
+            timeout = lease.timing.lease_timeout
+            self._conclude(lease, Final(CancelReason.LEASE_LOST, f"no report succeeded for "
+                           f"{timeout:g} s: the block ended after its lease ran out"))  # fmt: skip
+            report_last = False
         lease.stage = Stage.CLOSING
         self._schedule.clear(lease)
         for scope in (lease.report_scope, lease.waiting_hedge, *lease.hedge_scopes):
