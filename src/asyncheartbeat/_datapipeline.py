@@ -253,6 +253,12 @@ _ANSWER_PARSERS = (
     os.path.join("botocore", "parsers.py"),
     os.path.join("aiobotocore", "parsers.py"),
 )
+# Where the parsed answer is completed (``parsed_response.update(...)``): a JSON ``null``
+# body parses to None and fails there, raised in that frame itself.
+_ANSWER_HANDLERS = (
+    (os.path.join("botocore", "endpoint.py"), "_do_get_response"),
+    (os.path.join("aiobotocore", "endpoint.py"), "_do_get_response"),
+)
 
 # Raised by botocore before anything is sent, for a request no retry can fix.
 _REJECTED_LOCAL_ERRORS = ("ParamValidationError",)
@@ -276,11 +282,17 @@ def local_error(error: BaseException) -> BaseException | None:
 
 def _raised_reading_an_answer(error: BaseException) -> bool:
     traceback = error.__traceback__
+    innermost = None
     while traceback is not None:
-        if traceback.tb_frame.f_code.co_filename.endswith(_ANSWER_PARSERS):
+        code = traceback.tb_frame.f_code
+        if code.co_filename.endswith(_ANSWER_PARSERS):
             return True
+        innermost = code
         traceback = traceback.tb_next
-    return False
+    return innermost is not None and any(
+        innermost.co_filename.endswith(file) and innermost.co_name == name
+        for file, name in _ANSWER_HANDLERS
+    )
 
 
 def _is_http_client_error(error: BaseException) -> bool:
