@@ -76,7 +76,8 @@ async def run_matrix(dp: LocalDataPipeline, client: RecordingClient) -> None:
     async def fail_fatally(task_id: str, code: str) -> None:
         with anyio.move_on_after(RUN_FOR):  # should the heartbeat end first, the checks say so
             await dp.wait_for_reports(task_id, 3)
-            dp.inject(Fault.error(code), task_id=task_id)
+            # For good: a refusal of the caller is final only once it repeats.
+            dp.inject(Fault.error(code), task_id=task_id, times=None)
             fatal_injected[task_id] = anyio.current_time()
 
     # A warm client, as a runner's is: its first call pays for endpoint resolution.

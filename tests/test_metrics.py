@@ -252,7 +252,7 @@ async def test_leases_held_come_back_to_zero_by_every_way_out_of_a_heartbeat(
             except (KeyError, TaskStopped):
                 pass
     refused = dp.add_task()
-    dp.inject(Fault.error("AccessDeniedException"), task_id=refused)
+    dp.inject(Fault.error("AccessDeniedException"), task_id=refused, times=None)
     with pytest.raises(TaskStopped):
         async with Heartbeat(layer, refused, interval=0.1, lease_timeout=2):
             pytest.fail("the body ran")

@@ -416,8 +416,13 @@ async def test_a_malformed_answer_is_a_failed_report(caplog: pytest.LogCaptureFi
 
 
 async def test_unknown_client_errors_are_retried_but_local_rejections_are_final() -> None:
-    """An unexpected exception is retried; botocore's NoCredentialsError is REJECTED at once."""
-    errors: list[Exception] = [OSError("network is unreachable"), NoCredentialsError()]
+    """An unexpected exception is retried; botocore's NoCredentialsError is REJECTED once it
+    repeats (credentials may be found on the next try)."""
+    errors: list[Exception] = [
+        OSError("network is unreachable"),
+        NoCredentialsError(),
+        NoCredentialsError(),
+    ]
 
     def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
         raise errors.pop(0)

@@ -59,6 +59,18 @@ Watch = Callable[[anyio.CancelScope | None, float], object]
 _NO_TURN = "the deadline passed before the call could be sent"
 
 
+def confirm_refusal(
+    result: Transient | Final, before: Transient | Final | None
+) -> Transient | Final:
+    """A refusal of the caller is a blip the first time (credentials refresh, clocks skew):
+    it is final only when the attempt before it, of the same request, was refused too."""
+    if not isinstance(result, Transient) or result.refusal is None:
+        return result
+    if not (isinstance(before, Transient) and before.refusal is not None):
+        return result
+    return Final(result.refusal, f"{result.description} (refused again)", result.error)
+
+
 class Load:
     """The heartbeats a client reports for: how many, the reports/s they ask for together,
     and the reports/s that would keep all their leases (one per lease each)."""
@@ -90,8 +102,8 @@ class Calls:
         self.load = Load()
         self.rates: dict[str, OperationRate] = {}
         self.answered_once = False
-        #: Refusals of the caller in a row, per operation (see `Transient.refusal`).
-        self.refusals: dict[str, int] = {}
+        #: The last failure of each long call's operation, while no answer came since.
+        self.refusals: dict[str, Transient | Final] = {}
         self.overload = OverloadWindow(
             self._overloaded, lambda: (self.load.heartbeats, self.load.asked_per_second)
         )
@@ -121,15 +133,20 @@ class Calls:
         deadline_now = deadline if callable(deadline) else lambda: deadline
         failures = 0
         last: Transient | None = None
+        failed: Transient | Final | None = None  # the attempt before, if it failed
         limit = deadline_now()
         # The first attempt reads no clock here: `attempt` checks the deadline as it sends.
         while failures == 0 or current_time() < (limit := deadline_now()):
-            result = await self.attempt(
+            outcome = await self.attempt(
                 operation, params, deadline=limit, task_id=task_id, watch=watch,
                 attempt=failures + 1,
             )  # fmt: skip
-            if not isinstance(result, Transient) or result.cut is Cut.SUPERSEDED:
-                return result
+            if isinstance(outcome, Answered):
+                return outcome
+            failed = confirm_refusal(outcome, failed)
+            if isinstance(failed, Final) or failed.cut is Cut.SUPERSEDED:
+                return failed
+            result = failed
             failures += 1
             now, limit = current_time(), deadline_now()
             # A call cut short by the deadline says nothing new about why calls fail.
@@ -182,7 +199,7 @@ class Calls:
             except HeartbeatError:
                 raise
             except Exception as exc:
-                result: Transient | Final = self._read_error(operation, exc)
+                result: Transient | Final = service.read_error(exc)
             finally:
                 ended_at = current_time()
                 self.admission.leave(answered=answered)
@@ -206,17 +223,6 @@ class Calls:
             if not self._throttled(operation, task_id, attempt, result, sent_at):
                 return result
             throttles += 1
-
-    def _read_error(self, operation: str, error: Exception) -> Transient | Final:
-        """The service's reading of ``error``, with one rule of the calls': a refusal of the
-        caller is final only when the call before it, of the same operation, was refused too."""
-        result = self.service.read_error(error)
-        if not isinstance(result, Transient) or result.refusal is None:
-            return result
-        refusals = self.refusals[operation] = self.refusals.get(operation, 0) + 1
-        if refusals < 2:
-            return result
-        return Final(result.refusal, f"{result.description} (refused again)", result.error)
 
     def rate_of(self, operation: str) -> OperationRate:
         rate = self.rates.get(operation)
@@ -262,7 +268,8 @@ class Calls:
             except HeartbeatError:
                 raise
             except Exception as exc:
-                result = self._read_error(operation, exc)
+                result = confirm_refusal(service.read_error(exc), self.refusals.get(operation))
+                self.refusals[operation] = result
             else:
                 answered_at = current_time()
                 rate.answered(answered_at)
@@ -368,7 +375,5 @@ class Calls:
             self.answered_once = True
             self.admission.first_answer()
         self.rates[operation].answered(answered_at)
-        if self.refusals:
-            self.refusals.pop(operation, None)
         self.emit(Event(EventKind.ANSWERED, operation, task_id, attempt, latency=latency))
         return Answered(response, sent_at, answered_at, stop)
