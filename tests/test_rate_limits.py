@@ -3,6 +3,7 @@ bucket per operation, ThrottlingException beyond them."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -206,6 +207,34 @@ async def test_a_burst_of_100_reports_goes_through_then_throttling(
     assert [call.outcome for call in reports] == ["answered"] * answered + [THROTTLED]
     refilled = 10 * (reports[-1].received_at - reports[0].received_at)
     assert answered - 100 <= refilled + 1e-6
+
+
+@pytest.mark.asyncio
+async def test_a_throttled_answer_says_when_the_next_token_comes() -> None:
+    """x-amz-retry-after: the milliseconds until the bucket holds a token again."""
+    limits = {"ReportTaskProgress": RateLimit(SLOW, burst=1)}  # a token each 100 s
+    async with LocalDataPipeline(rate_limits=limits) as dp, make_client(dp) as client:
+        task_id = dp.add_task()
+        await client.report_task_progress(taskId=task_id)
+        with pytest.raises(ClientError) as caught:
+            await client.report_task_progress(taskId=task_id)
+    first, throttled = dp.calls
+    retry_after = int(caught.value.response["ResponseMetadata"]["HTTPHeaders"]["x-amz-retry-after"])
+    assert retry_after == math.ceil((100 - (throttled.received_at - first.received_at)) * 1000)
+
+
+@pytest.mark.anyio
+async def test_the_next_token_is_due_when_the_bucket_says() -> None:
+    """next_token_in counts down to the token's arrival, and is 0 while tokens are left."""
+    limiter = RateLimiter({"SetTaskStatus": RateLimit(2, burst=1)})
+    assert limiter.next_token_in("SetTaskStatus", anyio.current_time()) == 0
+    assert take(limiter, "SetTaskStatus", 2) == 1
+    assert limiter.next_token_in("SetTaskStatus", anyio.current_time()) == pytest.approx(0.5)
+    await anyio.sleep(0.2)
+    assert limiter.next_token_in("SetTaskStatus", anyio.current_time()) == pytest.approx(0.3)
+    await anyio.sleep(0.3)
+    assert limiter.next_token_in("SetTaskStatus", anyio.current_time()) == 0
+    assert take(limiter, "SetTaskStatus", 1) == 1
 
 
 @pytest.mark.asyncio

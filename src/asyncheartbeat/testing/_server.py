@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -31,6 +32,8 @@ TARGET_PREFIX = "DataPipeline."
 #: The largest request body served; the service's own limits are far below it.
 MAX_BODY = 1024 * 1024
 CONTROL_PREFIX = "/_emulator/"
+#: The header of a throttled answer that says, in milliseconds, when to try again.
+RETRY_AFTER = "x-amz-retry-after"
 #: The worker group of tasks made with `LocalDataPipeline.add_task`.
 DEFAULT_WORKER_GROUP = "asyncheartbeat"
 
@@ -339,6 +342,7 @@ class LocalDataPipeline:
         pipeline_id: str | None = None,
         times: int | None = 1,
         probability: float = 1.0,
+        every: int = 1,
     ) -> None:
         """Meet matching calls with ``fault``. Faults are consulted in the order they were
         added.
@@ -351,6 +355,8 @@ class LocalDataPipeline:
             times: How many matching calls it meets; None for all of them.
             probability: The chance that it meets each matching call, drawn from the
                 server's ``seed``.
+            every: Meet only every n-th matching call (the n-th, the 2n-th ...); the
+                others are answered as if it were not there.
         """
         self.faults.add(
             fault,
@@ -359,6 +365,7 @@ class LocalDataPipeline:
             pipeline_id=pipeline_id,
             times=times,
             probability=probability,
+            every=every,
         )
 
     # -- reading back -------------------------------------------------------------------------
@@ -425,7 +432,11 @@ class LocalDataPipeline:
             received_at = anyio.current_time()
             if not self._rate_limiter.allows(operation, received_at):
                 self._record(operation, params, "error:ThrottlingException", received_at)
-                return _error_response(ServiceError("ThrottlingException", "Rate exceeded"))
+                wait = self._rate_limiter.next_token_in(operation, received_at)
+                throttled = _error_response(ServiceError("ThrottlingException", "Rate exceeded"))
+                # Milliseconds, rounded up: a client that waits that long finds a token.
+                throttled.headers[RETRY_AFTER] = str(math.ceil(wait * 1000))
+                return throttled
             fault = self.faults.take(operation, params.get("taskId"), self._pipeline_of(params))
             self._record(operation, params, _outcome(fault), received_at)
             if fault is not None and (response := await self._misbehave(request, fault)):
