@@ -15,8 +15,9 @@ import pytest_asyncio
 import trio.testing
 from botocore.exceptions import ClientError
 
-from asyncheartbeat._cli import _emulator_rate_limits, build_parser, main
+from asyncheartbeat._cli import build_parser, main
 from asyncheartbeat.testing import Call, EmulatorProcess, Fault, LocalDataPipeline, RateLimit
+from asyncheartbeat.testing._emulator.options import rate_limits as emulator_rate_limits
 from asyncheartbeat.testing._limits import (
     DOCUMENTED_RATE_LIMITS,
     RateLimiter,
@@ -337,7 +338,7 @@ def test_the_command_line_turns_limits_on(arguments: list[str], expected: object
     """--rate-limits gives the documented limits; --rate-limit sets one operation's, over
     the documented one when both are given."""
     args = build_parser().parse_args(["emulator", *arguments])
-    assert _emulator_rate_limits(args) == expected
+    assert emulator_rate_limits(args) == expected
 
 
 @pytest.mark.parametrize(
