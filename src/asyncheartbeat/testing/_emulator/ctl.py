@@ -134,7 +134,7 @@ def _add_fields(parser: argparse.ArgumentParser, parameter: Parameter) -> None:
 
 def _add_operation(parser: argparse.ArgumentParser, parameter: Parameter) -> None:
     parser.add_argument(
-        "--operation", dest=_dest(parameter), default=parameter.default,
+        "--operation", dest=_dest(parameter), default=parameter.default, metavar="OP",
         help=f"{_help(parameter)} ('any' for None)",
     )  # fmt: skip
 

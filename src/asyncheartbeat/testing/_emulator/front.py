@@ -5,18 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from asyncheartbeat.testing._faults import FaultPlan
-from asyncheartbeat.testing._limits import RateLimit, RateLimiter, RateLimits, resolve_rate_limits
+from asyncheartbeat.testing._limits import RateLimit, RateLimiter, resolve_rate_limits
 from asyncheartbeat.testing._service import DataPipelineService
 
 from .moves import Moves
-from .options import Options
+from .options import Configured, Options
 from .recording import Recording
 from .wire import Wire
 
-_DEFAULT = Options()
 
-
-class LocalDataPipeline(Moves, Recording):
+class LocalDataPipeline(Configured, Moves, Recording):
     """A Data Pipeline endpoint on loopback, in-process: ``async with LocalDataPipeline() as dp``.
 
     Point any client at ``dp.url`` with any credentials. Every duration of the service can be
@@ -63,28 +61,13 @@ class LocalDataPipeline(Moves, Recording):
         calls: Every call received, as a `Call`, in order of arrival.
     """
 
-    # The signature says Options' fields again, for readers and type checkers; a test
-    # holds it to them.
-    def __init__(
-        self,
-        *,
-        host: str = _DEFAULT.host,
-        port: int = _DEFAULT.port,
-        ack_timeout: float = _DEFAULT.ack_timeout,
-        report_timeout: float = _DEFAULT.report_timeout,
-        poll_timeout: float = _DEFAULT.poll_timeout,
-        seed: int | None = _DEFAULT.seed,
-        record_calls: bool = _DEFAULT.record_calls,
-        rate_limits: RateLimits = _DEFAULT.rate_limits,
-        log_requests: bool = _DEFAULT.log_requests,
-    ) -> None:
-        options = Options(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
-        super().__init__(record_calls)
+    def _configure(self, options: Options) -> None:
+        Recording.__init__(self, options.record_calls)
         self._options = options
-        self._rate_limiter = RateLimiter(resolve_rate_limits(rate_limits))
+        self._rate_limiter = RateLimiter(resolve_rate_limits(options.rate_limits))
         self.service = DataPipelineService(options.timeouts())
-        self.faults = FaultPlan(seed)
-        self._wire = Wire(self, log_requests=log_requests)
+        self.faults = FaultPlan(options.seed)
+        self._wire = Wire(self, log_requests=options.log_requests)
         self._url: str | None = None
 
     @property

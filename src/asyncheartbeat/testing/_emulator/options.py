@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from typing import Any
 
+from asyncheartbeat._timing import check_seconds
 from asyncheartbeat.testing._limits import (
     DOCUMENTED_BURST,
     RateLimit,
@@ -23,12 +23,9 @@ from asyncheartbeat.testing._service import Timeouts
 
 def _seconds(text: str) -> float:
     try:
-        value = float(text)
+        return check_seconds("seconds", float(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
-    return value
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0") from None
 
 
 def _port(text: str) -> int:
@@ -184,3 +181,36 @@ def _rate_limits_argv(rate_limits: RateLimits) -> list[str]:
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+_DEFAULT = Options()
+
+
+class Configured:
+    """The constructor of `LocalDataPipeline` and `EmulatorProcess`: `Options`' fields as
+    keyword arguments (a test holds the two to each other), for readers and type checkers.
+    Each is described on `LocalDataPipeline`."""
+
+    def __init__(
+        self,
+        *,
+        host: str = _DEFAULT.host,
+        port: int = _DEFAULT.port,
+        ack_timeout: float = _DEFAULT.ack_timeout,
+        report_timeout: float = _DEFAULT.report_timeout,
+        poll_timeout: float = _DEFAULT.poll_timeout,
+        seed: int | None = _DEFAULT.seed,
+        record_calls: bool = _DEFAULT.record_calls,
+        rate_limits: RateLimits = _DEFAULT.rate_limits,
+        log_requests: bool = _DEFAULT.log_requests,
+    ) -> None:
+        self._configure(
+            Options(
+                host=host, port=port, ack_timeout=ack_timeout, report_timeout=report_timeout,
+                poll_timeout=poll_timeout, seed=seed, record_calls=record_calls,
+                rate_limits=rate_limits, log_requests=log_requests,
+            )
+        )  # fmt: skip
+
+    def _configure(self, options: Options) -> None:
+        raise NotImplementedError

@@ -11,11 +11,9 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from asyncheartbeat.testing._limits import RateLimits
-
 from .control import post, remote
 from .moves import Moves, every_call
-from .options import Options
+from .options import Configured, Options
 from .recording import Call, reports_of
 
 #: How long the process may take to start serving.
@@ -24,8 +22,6 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 #: The longest one control call waits for new calls, before it asks again.
 LONG_POLL = 10.0
-
-_DEFAULT = Options()
 
 
 def _calls(result: Any) -> list[Call]:
@@ -37,7 +33,7 @@ def _attempt(result: Any) -> dict[str, Any]:
     return attempt
 
 
-class EmulatorProcess:
+class EmulatorProcess(Configured):
     """``async with EmulatorProcess() as dp``: `LocalDataPipeline` in another process.
 
     It runs ``python -m asyncheartbeat emulator`` and offers the same moves and queries,
@@ -62,22 +58,8 @@ class EmulatorProcess:
         ValueError: As for `LocalDataPipeline`, here rather than in the child.
     """
 
-    # As LocalDataPipeline's, the signature says Options' fields again; a test holds it.
-    def __init__(
-        self,
-        *,
-        host: str = _DEFAULT.host,
-        port: int = _DEFAULT.port,
-        ack_timeout: float = _DEFAULT.ack_timeout,
-        report_timeout: float = _DEFAULT.report_timeout,
-        poll_timeout: float = _DEFAULT.poll_timeout,
-        seed: int | None = _DEFAULT.seed,
-        record_calls: bool = _DEFAULT.record_calls,
-        rate_limits: RateLimits = _DEFAULT.rate_limits,
-        log_requests: bool = _DEFAULT.log_requests,
-    ) -> None:
-        # Bad values are refused here, not discovered in the child's stderr.
-        options = Options(**{k: v for k, v in locals().items() if k != "self"})
+    def _configure(self, options: Options) -> None:
+        # Bad values were refused by Options, here, not discovered in the child's stderr.
         self._command = [
             sys.executable, "-m", "asyncheartbeat", "emulator", *options.argv(),
             "--stop-when-stdin-closes",
@@ -153,13 +135,10 @@ class EmulatorProcess:
     calls = remote(every_call, _calls)
 
     async def reports(self, task_id: str) -> list[Call]:
-        """The ReportTaskProgress calls received for a task, in order of arrival.
+        """As for `LocalDataPipeline.reports`, awaited.
 
         Args:
             task_id: The task.
-
-        Returns:
-            The calls.
         """
         return reports_of(task_id, await self.calls())
 
@@ -177,14 +156,11 @@ class EmulatorProcess:
         return calls
 
     async def wait_for_reports(self, task_id: str, count: int) -> list[Call]:
-        """Wait until ``count`` reports for a task have arrived; guard it with a timeout.
+        """As for `LocalDataPipeline.wait_for_reports`, awaited.
 
         Args:
             task_id: The task.
             count: How many reports to wait for.
-
-        Returns:
-            All its reports so far.
         """
         calls = await self.wait_for_calls(lambda calls: len(reports_of(task_id, calls)) >= count)
         return reports_of(task_id, calls)
