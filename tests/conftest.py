@@ -20,7 +20,7 @@ SECRET_KEY = "test-secret-key-must-never-be-logged"
 #: How late a timer, a verdict or a local answer may come over real HTTP on a busy 2-core
 #: machine with two other processes using the CPU (CI is one: 0.1 s failed there). Tests
 #: over HTTP assert "never early, and late by less than this"; the exact timing rules are
-#: proven under virtual time (test_timing.py, test_call_layer.py).
+#: proven under virtual time (test_timing.py, test_calls.py).
 LATE = 0.4
 
 

@@ -452,6 +452,33 @@ async def test_faults_can_be_scoped_to_a_pipeline_and_drawn_by_seed(client: Any)
     assert 4 <= first.count("error:ThrottlingException") <= 16
 
 
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        (Fault.expired_token(), "ExpiredTokenException"),
+        (Fault.invalid_signature(), "InvalidSignatureException"),
+    ],
+)
+async def test_an_auth_fault_refuses_every_nth_call_of_its_operation(
+    dp: LocalDataPipeline, client: Any, fault: Fault, code: str
+) -> None:
+    """every=3: the 3rd and 6th reports meet the auth error (HTTP 400); other calls pass."""
+    task_id = dp.add_task()
+    dp.inject(fault, operation="ReportTaskProgress", every=3, times=None)
+    refused = []
+    for _ in range(6):
+        await client.report_task_runner_heartbeat(taskrunnerId="r1", workerGroup="wg")
+        try:
+            await client.report_task_progress(taskId=task_id, fields=[])
+        except ClientError as error:
+            refused.append(error.response)
+    assert [r["Error"]["Code"] for r in refused] == [code, code]
+    assert {r["ResponseMetadata"]["HTTPStatusCode"] for r in refused} == {400}
+    outcomes = [r.outcome for r in dp.reports(task_id)]
+    assert outcomes == (["answered"] * 2 + [f"error:{code}"]) * 2
+    assert {c.outcome for c in dp.calls if c.operation != "ReportTaskProgress"} == {"answered"}
+
+
 async def test_boto3_drives_the_same_lifecycle(dp: LocalDataPipeline) -> None:
     """The synchronous boto3 client works against it unchanged."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 import subprocess
 import sys
@@ -12,8 +14,11 @@ import anyio
 import pytest
 
 from asyncheartbeat import CancelReason, Heartbeat, TaskStopped
-from asyncheartbeat._cli import main
-from asyncheartbeat.testing import EmulatorProcess, Fault, LocalDataPipeline
+from asyncheartbeat._cli import build_parser, main
+from asyncheartbeat.testing import EmulatorProcess, Fault, LocalDataPipeline, RateLimit
+from asyncheartbeat.testing._emulator.control import Remote
+from asyncheartbeat.testing._emulator.moves import MOVES
+from asyncheartbeat.testing._emulator.options import Options
 
 from .conftest import make_client
 
@@ -179,3 +184,40 @@ async def test_an_emulator_process_writes_nothing_on_the_callers_stderr(
     async with EmulatorProcess() as dp:
         await dp.calls()
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("front", [LocalDataPipeline, EmulatorProcess])
+def test_the_options_are_those_of_the_one_definition(front: type) -> None:
+    """LocalDataPipeline's and EmulatorProcess's arguments are Options' fields, defaults and all."""
+    fields = {field.name: field.default for field in dataclasses.fields(Options)}
+    signature = inspect.signature(front).parameters
+    assert {name: p.default for name, p in signature.items()} == fields
+
+
+def test_the_options_go_to_the_child_as_they_were_given() -> None:
+    """EmulatorProcess's argv, parsed by the emulator command, gives back the same options."""
+    options = Options(
+        port=4599, ack_timeout=0.1, poll_timeout=2.5, seed=7, record_calls=False,
+        rate_limits={"PollForTask": RateLimit(0.5, 3)}, log_requests=True,
+    )  # fmt: skip
+    assert Options.from_args(build_parser().parse_args(["emulator", *options.argv()])) == options
+    assert Options.from_args(build_parser().parse_args(["emulator"])) == Options(rate_limits=False)
+
+
+def test_every_move_is_offered_by_each_face() -> None:
+    """Each move of the table is a LocalDataPipeline method (or attribute), an awaited
+    EmulatorProcess method and a ctl sub-command."""
+    ctl_moves = build_parser().parse_args(["emulator", "ctl", "calls"]).usage
+    assert ctl_moves.prog.endswith("ctl calls")
+    for name, move in MOVES.items():
+        assert hasattr(LocalDataPipeline, name) or name == "calls"
+        assert isinstance(vars(EmulatorProcess)[name], Remote)
+        args = build_parser().parse_args(
+            [
+                "emulator",
+                "ctl",
+                move.command,
+                *(["hang"] * sum(p.required for p in move.parameters)),
+            ]
+        )
+        assert args.move is move

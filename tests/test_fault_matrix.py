@@ -23,7 +23,7 @@ INTERVAL, LEASE, CALL_TIMEOUT, RUN_FOR = 0.1, 1.0, 0.1, 1.5
 JITTER = LATE
 
 # Throttling is not among them: the service throttles an account, not a task, and the
-# client slows down as a whole when throttled (tests/test_call_layer.py).
+# client slows down as a whole when throttled (tests/test_calls.py).
 TRANSIENT = {
     "internal-error": Fault.error("InternalServiceError"),
     "dropped-connection": Fault.drop(),

@@ -17,7 +17,7 @@ from .conftest import EventLog
 
 pytestmark = pytest.mark.asyncio
 
-BODIES = [None, [], "x", 5]
+BODIES: list[object] = [None, [], "x", 5]
 
 
 @pytest.mark.parametrize("body", BODIES, ids=repr)

@@ -3,6 +3,7 @@ bucket per operation, ThrottlingException beyond them."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,8 +15,9 @@ import pytest_asyncio
 import trio.testing
 from botocore.exceptions import ClientError
 
-from asyncheartbeat._cli import _emulator_rate_limits, build_parser, main
+from asyncheartbeat._cli import build_parser, main
 from asyncheartbeat.testing import Call, EmulatorProcess, Fault, LocalDataPipeline, RateLimit
+from asyncheartbeat.testing._emulator.options import rate_limits as emulator_rate_limits
 from asyncheartbeat.testing._limits import (
     DOCUMENTED_RATE_LIMITS,
     RateLimiter,
@@ -209,6 +211,34 @@ async def test_a_burst_of_100_reports_goes_through_then_throttling(
 
 
 @pytest.mark.asyncio
+async def test_a_throttled_answer_says_when_the_next_token_comes() -> None:
+    """x-amz-retry-after: the milliseconds until the bucket holds a token again."""
+    limits = {"ReportTaskProgress": RateLimit(SLOW, burst=1)}  # a token each 100 s
+    async with LocalDataPipeline(rate_limits=limits) as dp, make_client(dp) as client:
+        task_id = dp.add_task()
+        await client.report_task_progress(taskId=task_id)
+        with pytest.raises(ClientError) as caught:
+            await client.report_task_progress(taskId=task_id)
+    first, throttled = dp.calls
+    retry_after = int(caught.value.response["ResponseMetadata"]["HTTPHeaders"]["x-amz-retry-after"])
+    assert retry_after == math.ceil((100 - (throttled.received_at - first.received_at)) * 1000)
+
+
+@pytest.mark.anyio
+async def test_the_next_token_is_due_when_the_bucket_says() -> None:
+    """next_token_in counts down to the token's arrival, and is 0 while tokens are left."""
+    limiter = RateLimiter({"SetTaskStatus": RateLimit(2, burst=1)})
+    assert limiter.next_token_in("SetTaskStatus", anyio.current_time()) == 0
+    assert take(limiter, "SetTaskStatus", 2) == 1
+    assert limiter.next_token_in("SetTaskStatus", anyio.current_time()) == pytest.approx(0.5)
+    await anyio.sleep(0.2)
+    assert limiter.next_token_in("SetTaskStatus", anyio.current_time()) == pytest.approx(0.3)
+    await anyio.sleep(0.3)
+    assert limiter.next_token_in("SetTaskStatus", anyio.current_time()) == 0
+    assert take(limiter, "SetTaskStatus", 1) == 1
+
+
+@pytest.mark.asyncio
 async def test_operations_have_separate_buckets() -> None:
     """A throttled ReportTaskProgress leaves SetTaskStatus its own bucket, which empties alone."""
     limits = {"ReportTaskProgress": RateLimit(SLOW, burst=2), "SetTaskStatus": RateLimit(SLOW, 1)}
@@ -308,7 +338,7 @@ def test_the_command_line_turns_limits_on(arguments: list[str], expected: object
     """--rate-limits gives the documented limits; --rate-limit sets one operation's, over
     the documented one when both are given."""
     args = build_parser().parse_args(["emulator", *arguments])
-    assert _emulator_rate_limits(args) == expected
+    assert emulator_rate_limits(args) == expected
 
 
 @pytest.mark.parametrize(

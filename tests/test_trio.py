@@ -136,7 +136,7 @@ async def test_an_aiobotocore_client_on_trio_is_refused_at_construction() -> Non
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
-async def test_a_call_layer_made_outside_the_loop_is_refused_on_trio_when_used() -> None:
+async def test_a_reporter_made_outside_the_loop_is_refused_on_trio_when_used() -> None:
     """A layer made where no loop runs (a thread) is refused by a heartbeat given it, and
     by its first call."""
     async with make_client(Nowhere()) as client:  # type: ignore[arg-type]

@@ -17,11 +17,10 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
-from . import _ctl
 from ._command import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
@@ -39,6 +38,7 @@ from ._reporter._admission import DEFAULT_POOL
 from ._runner import FailTask, PreconditionFalse, TaskEvent, TaskRunner
 from ._task import Task
 from ._timing import Timing
+from .testing._emulator import command as _emulator
 
 #: The exit status of a command line that cannot work, as argparse gives it.
 EXIT_USAGE = 2
@@ -47,9 +47,6 @@ METRICS_HOST = "127.0.0.1"
 #: ``worker --log-dir``: the log file, and how many hourly files are kept (a week's).
 LOG_FILE = "asyncheartbeat-worker.log"
 LOG_BACKUPS = 168
-
-if TYPE_CHECKING:
-    from .testing import RateLimit
 
 
 def _seconds(text: str, *, allow_zero: bool = False) -> float:
@@ -106,41 +103,6 @@ def _field(text: str) -> dict[str, str]:
     except ValueError as problem:
         raise argparse.ArgumentTypeError(str(problem)) from None
     return {"key": key, "stringValue": value}
-
-
-def _rate_limit(text: str) -> tuple[str, RateLimit]:
-    """``OPERATION=RATE[/BURST]`` as ``(operation, RateLimit(rate, burst))``."""
-    from .testing._limits import (  # noqa: PLC0415 - aiohttp only for the emulator
-        DOCUMENTED_BURST,
-        RateLimit,
-        check_operations,
-    )
-
-    operation, equals, limit = text.partition("=")
-    if not equals:
-        raise argparse.ArgumentTypeError(f"{text!r} is not OPERATION=RATE[/BURST]")
-    try:
-        check_operations([operation])
-    except ValueError as problem:
-        raise argparse.ArgumentTypeError(str(problem)) from None
-    rate_text, slash, burst_text = limit.partition("/")
-    try:
-        rate = float(rate_text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{rate_text!r} is not a number of calls per second in {text!r}"
-        ) from None
-    try:
-        burst = int(burst_text) if slash else DOCUMENTED_BURST
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{burst_text!r} is not a whole number of calls (the burst) in {text!r}"
-        ) from None
-    try:
-        rate_limit = RateLimit(rate, burst)
-    except ValueError as problem:
-        raise argparse.ArgumentTypeError(f"{text!r}: {problem}") from None
-    return operation, rate_limit
 
 
 def _add_common(command: argparse.ArgumentParser) -> None:
@@ -269,104 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="on shutdown, how long running tasks may go on (default: 30)",
     )  # fmt: skip
     _add_common(worker)
-    emulator = commands.add_parser(
-        "emulator",
-        help="serve a local Data Pipeline until interrupted",
-        description="Serve a local Data Pipeline (JSON 1.1 over HTTP) until interrupted. "
-        "Prints its URL first. State stays in memory.",
-    )
-    emulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    emulator.add_argument("--port", type=_port, default=0, help="port (default: a free one)")
-    emulator.add_argument(
-        "--ack-timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
-        help="hand a task out again if not acknowledged within this (default: 120)",
-    )  # fmt: skip
-    emulator.add_argument(
-        "--report-timeout", type=_positive_seconds, default=300.0, metavar="SECONDS",
-        help="make a new attempt of a task not reported on for this long (default: 300)",
-    )  # fmt: skip
-    emulator.add_argument(
-        "--poll-timeout", type=_positive_seconds, default=90.0, metavar="SECONDS",
-        help="longest PollForTask wait (default: 90)",
-    )  # fmt: skip
-    emulator.add_argument("--seed", type=int, help="seed for faults injected by probability")
-    emulator.add_argument(
-        "--no-record-calls", action="store_true",
-        help="do not keep every call in memory (for long load runs)",
-    )  # fmt: skip
-    emulator.add_argument(
-        "--stop-when-stdin-closes", action="store_true",
-        help="stop when standard input closes, so that the emulator dies with the process "
-        "that started it (EmulatorProcess uses this)",
-    )  # fmt: skip
-    emulator.add_argument(
-        "--rate-limits", action="store_true",
-        help="answer ThrottlingException beyond the service's documented call limits",
-    )  # fmt: skip
-    emulator.add_argument(
-        "--rate-limit", type=_rate_limit, action="append", default=[],
-        metavar="OPERATION=RATE[/BURST]",
-        help="limit OPERATION to RATE calls a second after a burst of BURST (default: 100); "
-        "with --rate-limits, instead of its documented limit (repeatable)",
-    )  # fmt: skip
-    emulator.add_argument(
-        "--log-requests", action="store_true",
-        help="log one line per request to standard error: operation, status, latency, task id",
-    )  # fmt: skip
-    emulator_commands = emulator.add_subparsers(dest="emulator_command", metavar="[ctl]")
-    _ctl.add_parser(emulator_commands)
+    _emulator.add_parser(commands)
     return parser
-
-
-async def _serve_emulator(args: argparse.Namespace) -> None:
-    from asyncheartbeat.testing import LocalDataPipeline  # noqa: PLC0415 - aiohttp only here
-
-    async def stop_on(signals: AsyncIterator[int], stop: anyio.CancelScope) -> None:
-        async for _ in signals:
-            break
-        stop.cancel()
-
-    async def stop_when_stdin_closes(stop: anyio.CancelScope) -> None:
-        # Whoever holds the other end of our standard input started us: when it closes
-        # (it exited, or was killed), we go too, instead of being left to init.
-        fd = sys.stdin.fileno()
-        while True:
-            await anyio.wait_readable(fd)
-            if not os.read(fd, 4096):
-                break
-        stop.cancel()
-
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with LocalDataPipeline(
-            host=args.host,
-            port=args.port,
-            ack_timeout=args.ack_timeout,
-            report_timeout=args.report_timeout,
-            poll_timeout=args.poll_timeout,
-            seed=args.seed,
-            record_calls=not args.no_record_calls,
-            rate_limits=_emulator_rate_limits(args),
-            log_requests=args.log_requests,
-        ) as dp:
-            # The URL alone on the first line, for scripts: url=$(asyncheartbeat emulator | head -1)
-            print(dp.url, flush=True)
-            if not args.stop_when_stdin_closes:  # a person at a terminal, not EmulatorProcess
-                print("local Data Pipeline serving; Ctrl-C stops it", file=sys.stderr, flush=True)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(stop_on, signals, tg.cancel_scope)
-                if args.stop_when_stdin_closes:
-                    tg.start_soon(stop_when_stdin_closes, tg.cancel_scope)
-
-
-def _emulator_rate_limits(args: argparse.Namespace) -> bool | dict[str, RateLimit]:
-    """``rate_limits`` for the emulator: the documented limits (``--rate-limits``) and
-    those given one by one (``--rate-limit``), which take precedence."""
-    if not args.rate_limit:
-        return bool(args.rate_limits)
-    from .testing._limits import documented_rate_limits  # noqa: PLC0415 - aiohttp only here
-
-    limits = documented_rate_limits() if args.rate_limits else {}
-    return limits | dict(args.rate_limit)
 
 
 @asynccontextmanager
@@ -557,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "emulator":
-        return _ctl.run(args) if args.emulator_command == "ctl" else _serve(args)
+        return _emulator.main(args)
     if args.cmd[:1] == ["--"]:
         args.cmd = args.cmd[1:]
     from_tasks = getattr(args, "run_task_command", False)
@@ -637,18 +503,3 @@ def _one_line(error: BaseException) -> str:
     while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
         error = error.exceptions[0]
     return one_line(f"{type(error).__name__}: {error}")
-
-
-def _serve(args: argparse.Namespace) -> int:
-    if args.log_requests:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("asyncheartbeat emulator: %(message)s"))
-        logger = logging.getLogger("asyncheartbeat.emulator")
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    try:
-        anyio.run(_serve_emulator, args)
-    except OSError as error:  # the port is taken, the address is not ours …
-        print(f"asyncheartbeat: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
-        return 1
-    return 0

@@ -12,23 +12,24 @@ from typing import TYPE_CHECKING
 from asyncheartbeat._lazy import lazy_names as _lazy_names
 
 if TYPE_CHECKING:
+    from ._emulator.front import LocalDataPipeline
+    from ._emulator.process import EmulatorProcess
+    from ._emulator.recording import Call
     from ._errors import ServiceError
     from ._faults import Fault, FaultKind
     from ._limits import RateLimit
     from ._mock import MockClient, MockServiceError
-    from ._process import EmulatorProcess
-    from ._server import Call, LocalDataPipeline
     from ._service import Attempt, AttemptStatus, Timeouts
 
 #: Where each public name is defined.
 _MODULES = {
     "Attempt": "._service",
     "AttemptStatus": "._service",
-    "Call": "._server",
-    "EmulatorProcess": "._process",
+    "Call": "._emulator.recording",
+    "EmulatorProcess": "._emulator.process",
     "Fault": "._faults",
     "FaultKind": "._faults",
-    "LocalDataPipeline": "._server",
+    "LocalDataPipeline": "._emulator.front",
     "MockClient": "._mock",
     "MockServiceError": "._mock",
     "RateLimit": "._limits",

@@ -8,12 +8,20 @@ import json
 import random
 from typing import Any
 
+#: The services' own words for the two auth refusals.
+EXPIRED_TOKEN_MESSAGE = "The security token included in the request is expired"
+INVALID_SIGNATURE_MESSAGE = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method."
+)
+
 
 class FaultKind(enum.StrEnum):
     """What a `Fault` does; each has a `Fault` class method that makes one.
 
     Attributes:
-        ERROR: Answer with the service's error shape (`Fault.error`).
+        ERROR: Answer with the service's error shape (`Fault.error`, `Fault.expired_token`,
+            `Fault.invalid_signature`).
         HANG: Never answer (`Fault.hang`).
         DROP: Close the connection without an answer (`Fault.drop`).
         DELAY: Answer normally, late (`Fault.delay`).
@@ -77,6 +85,18 @@ class Fault:
         if not 400 <= status <= 599:
             raise ValueError(f"an error answer needs a 4xx or 5xx status, not {status}")
         return cls(FaultKind.ERROR, code=code, status=status, message=message or f"injected {code}")
+
+    @classmethod
+    def expired_token(cls) -> Fault:
+        """Refuse the call as the service refuses expired credentials: ExpiredTokenException,
+        HTTP 400."""
+        return cls.error("ExpiredTokenException", message=EXPIRED_TOKEN_MESSAGE)
+
+    @classmethod
+    def invalid_signature(cls) -> Fault:
+        """Refuse the call as the service refuses a bad signature: InvalidSignatureException,
+        HTTP 400."""
+        return cls.error("InvalidSignatureException", message=INVALID_SIGNATURE_MESSAGE)
 
     @classmethod
     def hang(cls) -> Fault:
@@ -155,6 +175,8 @@ class _Injection:
     pipeline_id: str | None
     remaining: int | None
     probability: float
+    every: int
+    matched: int = 0
 
 
 class FaultPlan:
@@ -173,13 +195,16 @@ class FaultPlan:
         pipeline_id: str | None = None,
         times: int | None = 1,
         probability: float = 1.0,
+        every: int = 1,
     ) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a whole number of at least 1, not {every!r}")
         if times is not None and times < 1:
             raise ValueError(f"times must be at least 1 (or None for always), not {times}")
         if not 0 < probability <= 1:
             raise ValueError(f"probability must be in (0, 1], not {probability}")
         self._injections.append(
-            _Injection(fault, operation, task_id, pipeline_id, times, probability)
+            _Injection(fault, operation, task_id, pipeline_id, times, probability, every)
         )
 
     def clear(self) -> None:
@@ -193,6 +218,9 @@ class FaultPlan:
             if injection.task_id not in (None, task_id):
                 continue
             if injection.pipeline_id not in (None, pipeline_id):
+                continue
+            injection.matched += 1
+            if injection.matched % injection.every:
                 continue
             if injection.probability < 1 and self._random.random() >= injection.probability:
                 continue

@@ -11,13 +11,13 @@ import pytest_asyncio
 from .pytest_plugin import botocore_session, client_config
 
 if TYPE_CHECKING:
-    from ._server import LocalDataPipeline
+    from ._emulator.front import LocalDataPipeline
 
 
 @pytest_asyncio.fixture
 async def local_datapipeline(request: pytest.FixtureRequest) -> AsyncIterator[LocalDataPipeline]:
     """A local Data Pipeline on loopback, for this test only."""
-    from ._server import LocalDataPipeline  # noqa: PLC0415 - aiohttp only once a test uses it
+    from ._emulator.front import LocalDataPipeline  # noqa: PLC0415 - aiohttp only once a test uses it
 
     marker = request.node.get_closest_marker("local_datapipeline")
     options = marker.kwargs if marker else {}

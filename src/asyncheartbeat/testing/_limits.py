@@ -152,3 +152,15 @@ class RateLimiter:
             return False
         bucket.tokens = max(0.0, bucket.tokens - 1)
         return True
+
+    def next_token_in(self, operation: str, now: float) -> float:
+        """Seconds from ``now`` until ``operation``'s bucket holds a whole token again: what a
+        throttled answer's ``x-amz-retry-after`` says (0 for an operation not limited)."""
+        limit = self.limits.get(operation)
+        bucket = self._buckets.get(operation)
+        if limit is None or bucket is None:
+            return 0.0
+        tokens = min(
+            float(limit.burst), bucket.tokens + max(0.0, now - bucket.updated_at) * limit.rate
+        )
+        return max(0.0, (1 - tokens) / limit.rate)

@@ -10,7 +10,7 @@ from typing import Any, TypeAlias
 
 import anyio
 
-from ._server import Call
+from ._emulator.recording import Call
 
 Handler: TypeAlias = Callable[
     [str, list[dict[str, str]]], Mapping[str, Any] | Awaitable[Mapping[str, Any]]

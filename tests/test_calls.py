@@ -1,4 +1,4 @@
-"""The call layer's rules, exactly, under trio's virtual clock with an in-memory client."""
+"""The reporter's rules for calls, exactly, under trio's virtual clock with an in-memory client."""
 
 from __future__ import annotations
 
@@ -56,14 +56,14 @@ class Service:
         return {"canceled": False}
 
 
-async def leases_lost(layer: Reporter, count: int, seconds: float, **timing: Any) -> list[str]:
-    """Run ``count`` heartbeats on ``layer`` around ``seconds`` of work each; return how
+async def leases_lost(reporter: Reporter, count: int, seconds: float, **timing: Any) -> list[str]:
+    """Run ``count`` heartbeats on ``reporter`` around ``seconds`` of work each; return how
     those that were stopped were stopped."""
     lost: list[str] = []
 
     async def job(n: int) -> None:
         try:
-            async with Heartbeat(layer, f"task-{n}", **timing):
+            async with Heartbeat(reporter, f"task-{n}", **timing):
                 await anyio.sleep(seconds)
         except TaskStopped as stopped:
             lost.append(str(stopped))
@@ -97,10 +97,10 @@ async def test_a_new_clients_first_call_goes_alone_and_is_never_hedged(
     and no second attempt is charged to it; a slow first answer then holds the others back
     no longer than that moment."""
     service = Service(latency=5)  # a slow service, or a slow first answer
-    layer = Reporter(MockClient(service))
+    reporter = Reporter(MockClient(service))
 
     async def job(n: int) -> None:
-        async with Heartbeat(layer, f"task-{n}", interval=2, lease_timeout=20, call_timeout=1):
+        async with Heartbeat(reporter, f"task-{n}", interval=2, lease_timeout=20, call_timeout=1):
             await anyio.sleep(1)
 
     async with anyio.create_task_group() as tg:
@@ -130,8 +130,10 @@ async def test_a_new_clients_hung_first_call_holds_the_others_back_only_briefly(
         await anyio.sleep(0.1)
         return {"canceled": False}
 
-    layer = Reporter(MockClient(answer, max_pool_connections=32))
-    assert await leases_lost(layer, 20, 2, interval=0.1, lease_timeout=0.6, call_timeout=0.1) == []
+    reporter = Reporter(MockClient(answer, max_pool_connections=32))
+    assert (
+        await leases_lost(reporter, 20, 2, interval=0.1, lease_timeout=0.6, call_timeout=0.1) == []
+    )
 
 
 async def test_a_service_slower_than_a_clients_limit_gets_the_calls_it_needs() -> None:
@@ -139,8 +141,8 @@ async def test_a_service_slower_than_a_clients_limit_gets_the_calls_it_needs() -
     not lag, the limit grows with the calls waiting instead of holding them back, and every
     lease is kept (the naive loop keeps them all)."""
     service = Service(latency=3)
-    layer = Reporter(MockClient(service, max_pool_connections=22))
-    assert await leases_lost(layer, 20, 20, interval=2, lease_timeout=8) == []
+    reporter = Reporter(MockClient(service, max_pool_connections=22))
+    assert await leases_lost(reporter, 20, 20, interval=2, lease_timeout=8) == []
 
 
 async def test_a_hung_call_costs_one_call_timeout_not_the_lease() -> None:
@@ -174,8 +176,8 @@ async def test_a_hung_call_sent_while_others_wait_still_gets_a_second_attempt() 
         await anyio.sleep(0.5)  # long enough for the line to be full when the hung ones go
         return {"canceled": False}
 
-    layer = Reporter(MockClient(answer, max_pool_connections=100))
-    assert await leases_lost(layer, 30, 20, interval=1, lease_timeout=10, call_timeout=1) == []
+    reporter = Reporter(MockClient(answer, max_pool_connections=100))
+    assert await leases_lost(reporter, 30, 20, interval=1, lease_timeout=10, call_timeout=1) == []
 
 
 async def test_the_acknowledgement_gives_up_after_the_services_two_minutes() -> None:
@@ -240,17 +242,17 @@ async def test_a_call_about_to_miss_its_lease_goes_beyond_the_learned_limit() ->
     sent too late for its answer to count takes a free connection beyond it, and no lease
     is lost."""
     service = Service(latency=1)
-    layer = Reporter(MockClient(service, max_pool_connections=100))
+    reporter = Reporter(MockClient(service, max_pool_connections=100))
     lost: list[str] = []
 
     async def lagging_loop() -> None:
         while True:
-            layer.calls.admission.loop_lag(0.5, anyio.current_time())
+            reporter.calls.admission.loop_lag(0.5, anyio.current_time())
             await anyio.sleep(0.5)
 
     async def job(n: int) -> None:
         try:
-            async with Heartbeat(layer, f"task-{n}", interval=1, lease_timeout=5):
+            async with Heartbeat(reporter, f"task-{n}", interval=1, lease_timeout=5):
                 await anyio.sleep(20)
         except TaskStopped as stopped:
             lost.append(str(stopped))
@@ -262,7 +264,7 @@ async def test_a_call_about_to_miss_its_lease_goes_beyond_the_learned_limit() ->
                 jobs.start_soon(job, n)
         tg.cancel_scope.cancel()
     assert lost == []
-    assert layer.calls.admission.limit < 2 * MIN_LIMIT, "the lag kept the learned limit down"
+    assert reporter.calls.admission.limit < 2 * MIN_LIMIT, "the lag kept the learned limit down"
     assert service.most_in_flight > 2 * MIN_LIMIT, "and urgent calls went beyond it"
 
 
@@ -314,10 +316,10 @@ async def test_calls_beyond_the_learned_limit_wait_their_turn() -> None:
     """A new client lets one call in flight until its first answer (or a moment for the
     session), then up to the floor, never beyond the pool."""
     service = Service(latency=1)
-    layer = Reporter(MockClient(service))
+    reporter = Reporter(MockClient(service))
 
     async def report(n: int) -> None:
-        result = await layer.calls.call(
+        result = await reporter.calls.call(
             "ReportTaskProgress", {"taskId": f"t{n}", "fields": []}, deadline=1000
         )
         assert not isinstance(result, Exception)
@@ -361,10 +363,10 @@ async def test_throttling_slows_the_whole_client_and_keeps_every_lease(
     is lost, and few answers are throttles once the client has learned the rate."""
     lease = 100 / (10 / capacity_over_need)  # 100 tasks, one report per lease each
     service = TokenBucket(rate=10, burst=100)
-    layer = Reporter(MockClient(service, max_pool_connections=50))
-    assert await leases_lost(layer, 100, 300, interval=4, lease_timeout=lease) == []
+    reporter = Reporter(MockClient(service, max_pool_connections=50))
+    assert await leases_lost(reporter, 100, 300, interval=4, lease_timeout=lease) == []
     assert service.throttled <= 0.25 * service.answered
-    rate = layer.rate("ReportTaskProgress")
+    rate = reporter.rate("ReportTaskProgress")
     assert rate is not None
     assert rate >= 1.1 * 100 / lease * 0.999, "never below what keeps every lease"
 
@@ -450,18 +452,20 @@ async def test_a_mistake_in_the_background_stops_the_work_with_it() -> None:
 
 
 async def warm_layer(answer: Any) -> Reporter:
-    """A layer over ``answer`` that has had its first answer, so that it may hedge."""
-    layer = Reporter(MockClient(answer))
+    """A reporter over ``answer`` that has had its first answer, so that it may hedge."""
+    reporter = Reporter(MockClient(answer))
     warm_up = {"taskId": "warm-up", "fields": []}
-    assert isinstance(await layer.calls.call("ReportTaskProgress", warm_up, deadline=1), Answered)
-    return layer
+    assert isinstance(
+        await reporter.calls.call("ReportTaskProgress", warm_up, deadline=1), Answered
+    )
+    return reporter
 
 
-async def when_the_service_stops_it(layer: Reporter) -> float:
-    """Run a heartbeat on ``layer`` (interval 10, lease 60, call_timeout 5) around 100 s of
+async def when_the_service_stops_it(reporter: Reporter) -> float:
+    """Run a heartbeat on ``reporter`` (interval 10, lease 60, call_timeout 5) around 100 s of
     work; assert that a ``canceled: true`` stopped it, and return when."""
     with pytest.raises(TaskStopped) as caught:
-        async with Heartbeat(layer, "task-1", interval=10, lease_timeout=60, call_timeout=5):
+        async with Heartbeat(reporter, "task-1", interval=10, lease_timeout=60, call_timeout=5):
             await anyio.sleep(100)
     assert caught.value.reason is CancelReason.REQUESTED
     return anyio.current_time()
@@ -491,9 +495,9 @@ async def test_an_acknowledgement_answered_beside_a_retried_first_attempt_is_ack
         finally:
             in_flight -= 1
 
-    layer = await warm_layer(answer)
+    reporter = await warm_layer(answer)
     started = anyio.current_time()
-    async with Heartbeat(layer, "task-1", interval=60, lease_timeout=300, call_timeout=5) as hb:
+    async with Heartbeat(reporter, "task-1", interval=60, lease_timeout=300, call_timeout=5) as hb:
         assert anyio.current_time() - started == 8
         await anyio.lowlevel.checkpoint()
         assert in_flight == 0
@@ -521,9 +525,9 @@ async def test_a_cancel_heard_beside_a_retried_report_stops_the_work_at_once() -
             await anyio.sleep_forever()
         return {"canceled": False}
 
-    layer = await warm_layer(answer)
+    reporter = await warm_layer(answer)
     started = anyio.current_time()
-    assert await when_the_service_stops_it(layer) - started == 17
+    assert await when_the_service_stops_it(reporter) - started == 17
 
 
 @pytest.mark.parametrize("run", range(10))  # trio orders the two answers at random
@@ -553,9 +557,9 @@ async def test_a_cancel_read_beside_in_the_step_the_report_is_answered_stops_the
             return {"canceled": reports == 3}
         return {"canceled": True}
 
-    layer = await warm_layer(answer)
+    reporter = await warm_layer(answer)
     started = anyio.current_time()
-    stopped_after = await when_the_service_stops_it(layer) - started
+    stopped_after = await when_the_service_stops_it(reporter) - started
     assert (stopped_after == 20) if any(read) else (20 < stopped_after <= 30), (read, stopped_after)
 
 
@@ -579,9 +583,9 @@ async def test_a_cancel_heard_by_an_attempt_that_outlived_its_report_stops_the_w
             return {"canceled": True}
         return {"canceled": False}
 
-    layer = await warm_layer(answer)
+    reporter = await warm_layer(answer)
     started = anyio.current_time()
-    assert await when_the_service_stops_it(layer) - started == 20.5
+    assert await when_the_service_stops_it(reporter) - started == 20.5
 
 
 @pytest.mark.parametrize("run", range(10))  # trio orders the answer and the timer at random
@@ -597,8 +601,8 @@ async def test_a_report_answered_as_its_second_attempt_is_due_gets_none(
             await anyio.sleep(5)
         return {"canceled": False}
 
-    layer = await warm_layer(answer)
-    async with Heartbeat(layer, "task-1", interval=10, lease_timeout=60, call_timeout=5):
+    reporter = await warm_layer(answer)
+    async with Heartbeat(reporter, "task-1", interval=10, lease_timeout=60, call_timeout=5):
         await anyio.sleep(18)
     assert calls == ["warm-up", "task-1", "task-1"]
     assert not events.of(EventKind.HEDGED)
@@ -665,7 +669,7 @@ async def test_a_client_whose_method_is_not_a_coroutine_is_refused() -> None:
 
 async def test_every_outcome_is_an_event_for_the_layers_hooks(events: EventLog) -> None:
     """Answered, retried, throttled, each scheduled report's lateness, the verdict, and the
-    lease's start and end reach the layer's own hooks too."""
+    lease's start and end reach the reporter's own hooks too."""
     script = [
         None,
         MockServiceError("InternalServiceError", status=500),
@@ -680,9 +684,9 @@ async def test_every_outcome_is_an_event_for_the_layers_hooks(events: EventLog) 
         return {"canceled": False}
 
     own: list[Event] = []
-    layer = Reporter(MockClient(answer), hooks=[own.append])
+    reporter = Reporter(MockClient(answer), hooks=[own.append])
     with pytest.raises(TaskStopped):
-        async with Heartbeat(layer, "task-1", interval=10, lease_timeout=60):
+        async with Heartbeat(reporter, "task-1", interval=10, lease_timeout=60):
             await anyio.sleep_forever()
     kinds = [e.kind for e in own]
     assert kinds == [
@@ -714,9 +718,9 @@ async def test_backoff_jitter_comes_from_the_layers_random_source() -> None:
 
         seen: list[Event] = []
         client = MockClient(fail)
-        layer = Reporter(client, hooks=[seen.append], random_source=random.Random(seed))
+        reporter = Reporter(client, hooks=[seen.append], random_source=random.Random(seed))
         with pytest.raises(TaskStopped):
-            async with Heartbeat(layer, "task-1", interval=10, lease_timeout=60):
+            async with Heartbeat(reporter, "task-1", interval=10, lease_timeout=60):
                 await anyio.sleep_forever()
         return [e.delay for e in seen if e.kind is EventKind.RETRIED and e.delay is not None]
 

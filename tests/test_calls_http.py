@@ -1,4 +1,4 @@
-"""The call layer over real HTTP: a slow, a throttling and a busy service; mistakes; the runner."""
+"""The reporter over real HTTP: a slow, a throttling and a busy service; mistakes; the runner."""
 
 from __future__ import annotations
 
@@ -160,10 +160,10 @@ async def test_set_task_status_slower_than_call_timeout_lands() -> None:
         assert [c.operation for c in dp.calls].count("SetTaskStatus") == 1
 
 
-async def test_the_runners_calls_go_through_its_clients_call_layer(
+async def test_the_runners_calls_go_through_its_clients_reporter(
     events: EventLog,
 ) -> None:
-    """Polls, statuses, reports and the runner's heartbeat share the client's layer."""
+    """Polls, statuses, reports and the runner's heartbeat share the client's reporter."""
     async with (
         LocalDataPipeline(poll_timeout=0.2) as dp,
         make_client(dp, TaskRunner.client_config()) as client,
