@@ -1,6 +1,6 @@
-"""A refusal of the caller (credentials, signature, permissions) is final only once it
-repeats: credentials refresh and clocks skew. Over real HTTP against the local Data
-Pipeline."""
+"""What the service says of the caller: a refusal (credentials, signature, permissions) is
+final only once it repeats, as credentials refresh and clocks skew; a throttled answer's
+x-amz-retry-after is waited out. Over real HTTP against the local Data Pipeline."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 
 from asyncheartbeat import CancelReason, Heartbeat, Task, TaskRunner, TaskStopped
 from asyncheartbeat.instrumentation import EventKind
-from asyncheartbeat.testing import Fault, LocalDataPipeline
+from asyncheartbeat.testing import Fault, LocalDataPipeline, RateLimit
 
-from .conftest import EventLog
+from .conftest import LATE, EventLog, make_client
 
 pytestmark = pytest.mark.asyncio
 
@@ -90,3 +90,18 @@ async def test_a_finished_tasks_status_survives_one_refusal(
     with anyio.fail_after(10):
         await runner.run()
     assert dp.attempt(ran[0]).status.value == "FINISHED"
+
+
+async def test_a_throttled_report_waits_as_long_as_the_service_says() -> None:
+    """A throttled answer's x-amz-retry-after (1.5 s here, where the client's own rate would
+    try again sooner) holds the report back that long, and no longer than needed."""
+    limits = {"ReportTaskProgress": RateLimit(1 / 1.5, burst=1)}  # a token each 1.5 s
+    async with LocalDataPipeline(rate_limits=limits) as dp, make_client(dp) as client:
+        task_id = dp.add_task()
+        with anyio.fail_after(10):
+            async with Heartbeat(client, task_id, interval=0.2, lease_timeout=10) as hb:
+                await hb.beat()  # the acknowledgement took the token: this one is throttled
+    reports = [c for c in dp.calls if c.operation == "ReportTaskProgress"]
+    first_throttled = next(i for i, c in enumerate(reports) if c.outcome == "error:ThrottlingException")
+    waited = reports[first_throttled + 1].received_at - reports[first_throttled].received_at
+    assert 1.0 <= waited < 1.5 + LATE

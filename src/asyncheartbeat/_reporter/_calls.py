@@ -280,14 +280,14 @@ class Calls:
             if not self._throttled(operation, None, 1, result, sent_at):
                 return result
 
-    def _slow_down(self, operation: str, rate: OperationRate) -> float:
+    def _slow_down(self, operation: str, rate: OperationRate, retry_after: float | None) -> float:
         if operation == self.service.renew_operation:
             # What the heartbeats ask for, and what keeps their leases, are known.
             load = self.load
             return rate.throttled(
-                load.asked_per_second, floor=LEASE_MARGIN * load.needed_per_second
+                load.asked_per_second, LEASE_MARGIN * load.needed_per_second, retry_after
             )
-        return rate.throttled(UNKNOWN_RATE)
+        return rate.throttled(UNKNOWN_RATE, retry_after=retry_after)
 
     def _throttled(
         self,
@@ -305,7 +305,7 @@ class Calls:
                 Event(
                     EventKind.THROTTLED, operation, task_id, attempt,
                     description=result.description, error=result.error,
-                    rate=self._slow_down(operation, self.rate_of(operation)),
+                    rate=self._slow_down(operation, self.rate_of(operation), result.retry_after),
                 )
             )  # fmt: skip
             return True

@@ -38,6 +38,9 @@ DECREASE_FACTOR = 0.85
 #: Per answered call, the rate grows by this share of one call/s: about 5 % per second.
 INCREASE_SHARE = 0.05
 FORGET_AFTER = 300.0
+#: The longest wait a throttled answer's ``x-amz-retry-after`` may ask for: a service that
+#: asks for more is still tried again by then, as the lease may need it.
+MAX_RETRY_AFTER = 10.0
 #: A call goes to the back of the line only if this many times the wait there fits before
 #: its deadline.
 BACK_OF_LINE_MARGIN = 2.0
@@ -83,10 +86,13 @@ class OperationRate:
             self._next_free = max(current_time(), self._next_free) + 1 / self.rate
         return True
 
-    def throttled(self, sending: float, floor: float = MIN_RATE) -> float:
+    def throttled(
+        self, sending: float, floor: float = MIN_RATE, retry_after: float | None = None
+    ) -> float:
         """The service throttled a call while the client was ``sending`` calls/s: slow down,
         no lower than ``floor`` calls/s, and return the new rate. The throttled call's next
-        turn is one step away."""
+        turn is one step away, or ``retry_after`` seconds if the service said so (at most
+        `MAX_RETRY_AFTER`)."""
         now = current_time()
         self._roll(now)
         floor = max(MIN_RATE, floor)
@@ -98,7 +104,8 @@ class OperationRate:
             self.rate = max(floor, min(self.rate * DECREASE_FACTOR, accepted or math.inf))
             self._last_decrease = now
         self._last_throttle = now
-        self._next_free = max(self._next_free, now + 1 / self.rate)
+        wait = max(1 / self.rate, min(retry_after or 0.0, MAX_RETRY_AFTER))
+        self._next_free = max(self._next_free, now + wait)
         return self.rate
 
     def answered(self, now: float) -> None:
