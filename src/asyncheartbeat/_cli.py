@@ -226,9 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="poll a worker group and run a command for each task",
         description="Poll WORKER_GROUP for tasks and run CMD for each, with the task's ids and "
         "its activity's fields in the environment (ASYNCHEARTBEAT_TASK_ID, "
-        "ASYNCHEARTBEAT_FIELD_<key>, ASYNCHEARTBEAT_TASK as JSON). Exit 0 reports FINISHED; "
-        "any other status FAILED, with the end of CMD's standard error. SIGINT or SIGTERM "
-        "stop polling and let running tasks finish within --shutdown-grace; a second one "
+        "ASYNCHEARTBEAT_FIELD_<key>, the task object as JSON in the file "
+        "ASYNCHEARTBEAT_TASK_FILE, and in ASYNCHEARTBEAT_TASK up to 64 KiB). Exit 0 reports "
+        "FINISHED; any other status FAILED, with the end of CMD's standard error. SIGINT or "
+        "SIGTERM stop polling and let running tasks finish within --shutdown-grace; a second one "
         "stops them at once.",
     )
     worker.add_argument("--worker-group", required=True, help="the worker group to poll")
@@ -469,10 +470,11 @@ async def _run_worker(args: argparse.Namespace, metrics: Callable[[TaskEvent], N
 
     async def handle(task: Task, hb: Heartbeat) -> None:
         argv = activity_command(task) if args.run_task_command else args.cmd
-        env = os.environ | task_environment(task)
-        result = await run_command(
-            argv, hb, grace=args.grace, env=env, capture_stderr=True, stdin=subprocess.DEVNULL
-        )
+        with task_environment(task) as task_env:
+            result = await run_command(
+                argv, hb, grace=args.grace, env=os.environ | task_env, capture_stderr=True,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
         if result.status == 0:
             return
         if result.status == args.false_exit_status:

@@ -15,8 +15,9 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -49,6 +50,9 @@ MAX_LINE = 64 * 1024
 OUTPUT_BUFFER = 64
 #: How much of the end of the command's standard error a failed task carries.
 STDERR_TAIL = 4096
+#: The largest task object (as JSON) passed in ``ASYNCHEARTBEAT_TASK`` beside its file:
+#: Linux refuses to start a command with a variable over 128 KiB (E2BIG).
+TASK_VARIABLE_LIMIT = 64 * 1024
 
 #: The exit status of ``asyncheartbeat run`` when the heartbeat stopped the command.
 EXIT_STATUS = {
@@ -380,29 +384,42 @@ def activity_command(task: Task) -> list[str]:
     return ["sh", "-c", command, "sh", *activity.values("scriptArgument")]
 
 
-def task_environment(task: Task) -> dict[str, str]:
-    """The environment a worker's command gets for ``task``: its ids, the activity's string
-    fields one by one, and the whole task object as JSON."""
-    env = {
-        "ASYNCHEARTBEAT_TASK_ID": task.task_id,
-        "ASYNCHEARTBEAT_PIPELINE_ID": task.pipeline_id,
-        "ASYNCHEARTBEAT_ATTEMPT_ID": task.attempt_id,
-        "ASYNCHEARTBEAT_TASK": json.dumps(
-            {
-                "taskId": task.task_id,
-                "pipelineId": task.pipeline_id,
-                "attemptId": task.attempt_id,
-                "objects": {
-                    object_id: {
-                        "name": obj.name,
-                        "fields": [{"key": k, kind: v} for k, kind, v in obj.fields],
-                    }
-                    for object_id, obj in task.objects.items()
-                },
-            }
-        ),
-    }
-    if task.activity is not None:
-        for key, value in task.activity.strings.items():
-            env["ASYNCHEARTBEAT_FIELD_" + re.sub(r"[^A-Za-z0-9_]", "_", key)] = value
-    return env
+@contextlib.contextmanager
+def task_environment(task: Task) -> Iterator[dict[str, str]]:
+    """The environment a worker's command gets for ``task``, for as long as it runs: its
+    ids, the activity's string fields one by one, and the whole task object as JSON in a
+    file (``ASYNCHEARTBEAT_TASK_FILE``, removed afterwards) and, up to `TASK_VARIABLE_LIMIT`,
+    in ``ASYNCHEARTBEAT_TASK`` too."""
+    document = json.dumps(
+        {
+            "taskId": task.task_id,
+            "pipelineId": task.pipeline_id,
+            "attemptId": task.attempt_id,
+            "objects": {
+                object_id: {
+                    "name": obj.name,
+                    "fields": [{"key": k, kind: v} for k, kind, v in obj.fields],
+                }
+                for object_id, obj in task.objects.items()
+            },
+        }
+    )
+    fd, path = tempfile.mkstemp(prefix="asyncheartbeat-task-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(document)
+        env = {
+            "ASYNCHEARTBEAT_TASK_ID": task.task_id,
+            "ASYNCHEARTBEAT_PIPELINE_ID": task.pipeline_id,
+            "ASYNCHEARTBEAT_ATTEMPT_ID": task.attempt_id,
+            "ASYNCHEARTBEAT_TASK_FILE": path,
+        }
+        if len(document) <= TASK_VARIABLE_LIMIT:  # ASCII: json.dumps escapes the rest
+            env["ASYNCHEARTBEAT_TASK"] = document
+        if task.activity is not None:
+            for key, value in task.activity.strings.items():
+                env["ASYNCHEARTBEAT_FIELD_" + re.sub(r"[^A-Za-z0-9_]", "_", key)] = value
+        yield env
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
