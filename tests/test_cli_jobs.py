@@ -417,3 +417,19 @@ async def test_worker_passes_a_large_task_object_through_a_file(dp: LocalDataPip
     assert attempt.status.value == "FINISHED", attempt.error_message
     assert attempt.fields["seen"] == "10/False"  # ten objects of 14 KB, not in the variable
     assert not await anyio.Path(attempt.fields["file"]).exists()
+
+
+async def test_worker_whose_status_never_landed_exits_3(dp: LocalDataPipeline) -> None:
+    """SetTaskStatus hangs past the lease: the task is unreported, and a worker stopped
+    by SIGTERM afterwards does not exit 0 but 3, saying so."""
+    dp.inject(Fault.hang(), operation="SetTaskStatus", times=None)
+    dp.add_pipeline(worker_group="wg")
+    process = await start(command(dp, "worker", "--worker-group", "wg", *FAST, "--", "true"))
+    with anyio.fail_after(10):
+        await dp.wait_for_calls(lambda calls: any(c.operation == "SetTaskStatus" for c in calls))
+    process.send_signal(signal.SIGTERM)  # its grace outlasts the lease the status waits for
+    status, _, err = await finish(process)
+    assert status == 3, err
+    assert "its status was not reported" in err
+    [attempt] = dp.service.handed_out.values()
+    assert attempt.status.value != "FINISHED"

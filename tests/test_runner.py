@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -670,3 +671,23 @@ async def test_a_duplicate_handout_of_a_running_task_is_acknowledged_not_started
     assert statuses(dp, started.task.task_id) == ["FINISHED"]
     logged = [r for r in caplog.records if "already runs here" in r.getMessage()]
     assert len(logged) == 1
+
+
+async def test_a_task_lost_to_a_blocked_loop_is_named_lease_lost_and_not_reported(
+    dp: LocalDataPipeline, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler that blocks the event loop past its lease, then returns: its lease ran
+    out, so no SetTaskStatus is sent, and the event is "cancelled" with LEASE_LOST (not
+    "unreported", and no "SetTaskStatus failed" line for a call never sent)."""
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+
+    async def block_the_loop(task: Task, hb: Heartbeat) -> None:
+        time.sleep(1.5)  # the lease is 1 s  # noqa: ASYNC251
+
+    runner, events = make_runner(client, block_the_loop)
+    await until(runner, lambda: events.wait_for("cancelled"))
+    [lost] = events.of("cancelled")
+    assert lost.reason is CancelReason.LEASE_LOST
+    assert [e.kind for e in events.seen] == ["started", "cancelled"]
+    assert statuses(dp, lost.task.task_id) == []
+    assert not [r for r in caplog.records if "SetTaskStatus" in r.getMessage()]

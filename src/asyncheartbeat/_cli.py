@@ -42,6 +42,8 @@ from ._timing import Timing
 
 #: The exit status of a command line that cannot work, as argparse gives it.
 EXIT_USAGE = 2
+#: ``worker``'s exit status when a task ended but its status never landed.
+EXIT_UNREPORTED = 3
 #: ``worker --metrics-port``: the address it listens on unless --metrics-host says another.
 METRICS_HOST = "127.0.0.1"
 #: ``worker --log-dir``: the log file, and how many hourly files are kept (a week's).
@@ -486,11 +488,12 @@ async def _run_worker(args: argparse.Namespace, metrics: Callable[[TaskEvent], N
             stack_trace=result.stderr_tail or None,
         )
 
-    cut_short = False
+    cut_short = unreported = False
 
     def note(event: TaskEvent) -> None:
-        nonlocal cut_short
+        nonlocal cut_short, unreported
         cut_short |= event.kind == "cancelled" and event.reason is None
+        unreported |= event.kind == "unreported"
         if metrics is not None:
             metrics(event)
 
@@ -529,7 +532,9 @@ async def _run_worker(args: argparse.Namespace, metrics: Callable[[TaskEvent], N
                 status = EXIT_OWN_FAILURE
             tg.cancel_scope.cancel()
     # A shutdown that let every task finish and be reported is a clean exit.
-    return 128 + interrupted[0] if interrupted and cut_short else status
+    if interrupted and cut_short:
+        return 128 + interrupted[0]
+    return EXIT_UNREPORTED if status == 0 and unreported else status
 
 
 def _status(line: str) -> None:

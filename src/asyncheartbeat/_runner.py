@@ -413,16 +413,14 @@ class TaskRunner:
             fields: dict[str, str] | None = None,
             reason: CancelReason | None = None,
         ) -> None:
+            if self._lease_ran_out(heartbeat):
+                # Under the handler (a loop blocked by sync code): the task is no longer
+                # ours, and no status may be sent for it.
+                self._emit(event("cancelled", reason=CancelReason.LEASE_LOST, error=error))
+                return
             if fields is None:
                 fields = _error_fields(error) if status == "FAILED" and error is not None else {}
-            try:
-                outcome = await self._set_status(
-                    task.task_id, status, heartbeat.last_success, **fields
-                )
-            except Exception as problem:  # a plain one out of run(), after the grace
-                self._fail(problem)
-                self._emit(event("unreported", error=error))
-                return
+            outcome = await self._set_status(task.task_id, status, heartbeat.last_success, **fields)
             if outcome is True:
                 self._emit(event(kind, reason=reason, error=error))
             else:
@@ -500,6 +498,10 @@ class TaskRunner:
         self.stop()
         return error
 
+    def _lease_ran_out(self, heartbeat: Heartbeat) -> bool:
+        since = heartbeat.last_success
+        return since is not None and current_time() >= since + self._timing.lease_timeout
+
     def _refuse_handler(self, error: NotAsyncError) -> None:
         if self._not_async is None:
             self._not_async = error
@@ -542,14 +544,18 @@ class TaskRunner:
             give_up_at = now + min(self._timing.lease_timeout, ACKNOWLEDGEMENT_LIMIT)
         else:
             give_up_at = since + self._timing.lease_timeout
-        result = await self.layer.call(
-            "SetTaskStatus",
-            {"taskId": task_id, "taskStatus": status, **error_fields},
-            deadline=give_up_at,
-            task_id=task_id,
-            backoff_start=self._timing.backoff_start,
-            backoff_cap=self._timing.interval,
-        )
+        try:
+            result = await self.layer.call(
+                "SetTaskStatus",
+                {"taskId": task_id, "taskStatus": status, **error_fields},
+                deadline=give_up_at,
+                task_id=task_id,
+                backoff_start=self._timing.backoff_start,
+                backoff_cap=self._timing.interval,
+            )
+        except Exception as error:  # a plain one out of run(), after the grace
+            self._fail(error)
+            return Failure(_printable(error, str), error=error)
         if isinstance(result, Reply):
             return True
         if result.reason is not None:
