@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from asyncheartbeat.testing import Fault, LocalDataPipeline
 
-from .conftest import ACCESS_KEY, SECRET_KEY
+from .conftest import ACCESS_KEY, SECRET_KEY, make_client
 
 # Each test starts Python and aiobotocore in a process of its own (about a second): they
 # run with the slow checks, after the quick suite.
@@ -166,7 +166,7 @@ async def test_run_exits_on_sigterm_while_nobody_reads_its_output(dp: LocalDataP
     (the write that can never finish does not keep the process alive)."""
     task_id = dp.add_task()
     process = await start(command(dp, "run", "--task-id", task_id, *FAST, "--", "yes"))
-    with anyio.fail_after(10):
+    with anyio.fail_after(30):  # a bound: starting Python and aiobotocore under load is slow
         reports = len(await dp.wait_for_reports(task_id, 1))
         await dp.wait_for_reports(task_id, reports + 3)  # the output pipe is full by now
         process.send_signal(signal.SIGTERM)
@@ -379,3 +379,57 @@ async def test_worker_whose_polls_are_refused_exits_125_saying_so_once(
     status, _, err = await finish(process)
     assert status == 125, err
     assert err.count("PollForTask refused") == 1, err
+
+
+async def test_worker_passes_a_large_task_object_through_a_file(dp: LocalDataPipeline) -> None:
+    """A task of 10 objects of 14 KB each (within the service's limits, over Linux's 128 KiB
+    for one variable) reaches the command whole in ASYNCHEARTBEAT_TASK_FILE, which is
+    removed after the task; ASYNCHEARTBEAT_TASK is left out, and the task FINISHED."""
+    big = [{"key": f"part{i}", "stringValue": "z" * 7_000} for i in range(2)]
+    refs = [{"key": "dependsOn", "refValue": f"Data{i}"} for i in range(9)]
+    activity = [{"key": "type", "stringValue": "ShellCommandActivity"},
+                {"key": "command", "stringValue": "true"},
+                {"key": "workerGroup", "stringValue": "wg"}, *big, *refs]  # fmt: skip
+    objects = [{"id": "Activity", "name": "Activity", "fields": activity}] + [
+        {"id": f"Data{i}", "name": f"Data{i}", "fields": big} for i in range(9)
+    ]
+    async with make_client(dp) as client:
+        pipeline_id = (await client.create_pipeline(name="big", uniqueId="big"))["pipelineId"]
+        put = await client.put_pipeline_definition(pipelineId=pipeline_id, pipelineObjects=objects)
+        assert not put["errored"], put
+        await client.activate_pipeline(pipelineId=pipeline_id)
+    script = (
+        "import json, os; path = os.environ['ASYNCHEARTBEAT_TASK_FILE'];"
+        " task = json.load(open(path)); sizes = [len(json.dumps(o)) for o in"
+        " task['objects'].values()];"
+        " print('asyncheartbeat: file=' + path);"
+        " print('asyncheartbeat: seen=%d/%s' % (len([s for s in sizes if s >= 14_000]),"
+        " 'ASYNCHEARTBEAT_TASK' in os.environ))"
+    )
+    process = await start(command(dp, "worker", "--worker-group", "wg", *FAST,
+                                  "--", sys.executable, "-c", script))  # fmt: skip
+    with anyio.fail_after(30):
+        await dp.wait_for_calls(lambda calls: any(c.operation == "SetTaskStatus" for c in calls))
+    process.send_signal(signal.SIGTERM)
+    status, _, err = await finish(process)
+    assert status == 0, err
+    [attempt] = dp.service.handed_out.values()
+    assert attempt.status.value == "FINISHED", attempt.error_message
+    assert attempt.fields["seen"] == "10/False"  # ten objects of 14 KB, not in the variable
+    assert not await anyio.Path(attempt.fields["file"]).exists()
+
+
+async def test_worker_whose_status_never_landed_exits_3(dp: LocalDataPipeline) -> None:
+    """SetTaskStatus hangs past the lease: the task is unreported, and a worker stopped
+    by SIGTERM afterwards does not exit 0 but 3, saying so."""
+    dp.inject(Fault.hang(), operation="SetTaskStatus", times=None)
+    dp.add_pipeline(worker_group="wg")
+    process = await start(command(dp, "worker", "--worker-group", "wg", *FAST, "--", "true"))
+    with anyio.fail_after(10):
+        await dp.wait_for_calls(lambda calls: any(c.operation == "SetTaskStatus" for c in calls))
+    process.send_signal(signal.SIGTERM)  # its grace outlasts the lease the status waits for
+    status, _, err = await finish(process)
+    assert status == 3, err
+    assert "its status was not reported" in err
+    [attempt] = dp.service.handed_out.values()
+    assert attempt.status.value != "FINISHED"

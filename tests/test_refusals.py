@@ -102,6 +102,8 @@ async def test_a_throttled_report_waits_as_long_as_the_service_says() -> None:
             async with Heartbeat(client, task_id, interval=0.2, lease_timeout=10) as hb:
                 await hb.beat()  # the acknowledgement took the token: this one is throttled
     reports = [c for c in dp.calls if c.operation == "ReportTaskProgress"]
-    first_throttled = next(i for i, c in enumerate(reports) if c.outcome == "error:ThrottlingException")
+    first_throttled = next(
+        i for i, c in enumerate(reports) if c.outcome == "error:ThrottlingException"
+    )
     waited = reports[first_throttled + 1].received_at - reports[first_throttled].received_at
     assert 1.0 <= waited < 1.5 + LATE

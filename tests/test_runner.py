@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -544,3 +545,149 @@ async def test_bad_options_are_refused_naming_them(
     options = {"worker_group": WORKER_GROUP} | options
     with pytest.raises(ValueError, match=message):
         TaskRunner(client, handler=do_nothing, **options)
+
+
+class Unprintable(Exception):
+    """An exception whose str() and repr() raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr")
+
+
+async def test_an_exception_that_cannot_be_printed_fails_its_task_with_a_placeholder(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """A handler raising an exception whose str() and repr() raise: its task is FAILED with
+    a placeholder message, and the runner goes on to the next task."""
+    dp.add_pipeline(worker_group=WORKER_GROUP, maximum_retries=0)
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        if len(events.of("started")) == 1:
+            raise Unprintable
+
+    runner, events = make_runner(client, handle)
+    await until(runner, lambda: events.wait_for("finished"))
+    [failed] = events.of("failed")
+    attempt = dp.attempt(failed.task.task_id)
+    assert (attempt.status.value, attempt.error_id) == ("FAILED", "Unprintable")
+    assert attempt.error_message == "<Unprintable: its str() raised>"
+
+
+@pytest.mark.parametrize("exiting", [SystemExit, KeyboardInterrupt, GeneratorExit])
+async def test_a_handler_raising_system_exit_shuts_the_runner_down_gracefully(
+    dp: LocalDataPipeline, client: Any, exiting: type[BaseException]
+) -> None:
+    """SystemExit, KeyboardInterrupt or GeneratorExit from one handler: the task beside it
+    gets its shutdown grace and is reported FINISHED, the culprit's task gets an event and
+    no status, and run() then raises the culprit's exception itself, not a group."""
+    for _ in range(2):
+        dp.add_pipeline(worker_group=WORKER_GROUP)
+    sibling_started = anyio.Event()
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        if len(events.of("started")) == 1:
+            await sibling_started.wait()
+            raise exiting("from the handler")
+        sibling_started.set()
+        await anyio.sleep(0.3)  # still running when the culprit raises
+
+    runner, events = make_runner(client, handle, concurrency=2, shutdown_grace=5.0)
+    with anyio.fail_after(10), pytest.raises(exiting) as raised:
+        await runner.run()
+    assert type(raised.value) is exiting
+    culprit, sibling = (e.task for e in events.of("started"))
+    [cancelled] = events.of("cancelled")
+    assert (cancelled.task, cancelled.error) == (culprit, raised.value)
+    assert [e.task for e in events.of("finished")] == [sibling]
+    assert statuses(dp, sibling.task_id) == ["FINISHED"]
+    assert statuses(dp, culprit.task_id) == []
+
+
+async def test_run_raises_a_plain_error_when_its_calls_raise(dp: LocalDataPipeline) -> None:
+    """A client closed before run(): the poll and the runner heartbeat both raise, and run()
+    raises one HeartbeatError, not an exception group."""
+    async with make_client(dp) as client:
+        pass
+    runner, _ = make_runner(client, do_nothing)
+    with anyio.fail_after(5), pytest.raises(HeartbeatError, match="closed client"):
+        await runner.run()
+
+
+async def test_a_status_call_that_raises_ends_run_with_a_plain_error(
+    dp: LocalDataPipeline,
+) -> None:
+    """The client closed under a handler: its status cannot be sent; the event is
+    "unreported" and run() raises a plain HeartbeatError."""
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+    async with make_client(dp) as client:
+
+        async def close_then_return(task: Task, hb: Heartbeat) -> None:
+            await client.__aexit__(None, None, None)
+
+        runner, events = make_runner(client, close_then_return)
+        with anyio.fail_after(10), pytest.raises(HeartbeatError, match="closed client"):
+            await runner.run()
+    assert [e.kind for e in events.seen] == ["started", "unreported"]
+
+
+async def test_a_duplicate_handout_of_a_running_task_is_acknowledged_not_started_again(
+    dp: LocalDataPipeline, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A poll hands out, twice, a task already running here: no second handler starts, the
+    running copy's heartbeat reports at once (well before its interval), the duplicate is
+    logged once, and the task is FINISHED once."""
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+    release = anyio.Event()
+
+    def duplicates_answered() -> int:
+        return len([c for c in dp.calls if c.operation == "PollForTask" and c.outcome == "answer"])
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        again = {"taskId": task.task_id, "pipelineId": task.pipeline_id,
+                 "attemptId": task.attempt_id, "objects": {}}  # fmt: skip
+        reports = len(dp.reports(task.task_id))
+        dp.inject(Fault.answer({"taskObject": again}), operation="PollForTask", times=2)
+        with anyio.fail_after(4):  # the interval is 5 s: only an acknowledgement is sooner
+            await dp.wait_for_calls(lambda calls: duplicates_answered() == 2)
+            await dp.wait_for_reports(task.task_id, reports + 1)
+        await release.wait()
+
+    runner, events = make_runner(client, handle, concurrency=2, interval=5.0, lease_timeout=20)
+
+    async def scenario() -> None:
+        await events.wait_for("started")
+        with anyio.fail_after(5):
+            await dp.wait_for_calls(lambda calls: duplicates_answered() == 2)
+        release.set()
+        await events.wait_for("finished")
+
+    await until(runner, scenario)
+    [started] = events.of("started")
+    assert [e.kind for e in events.seen] == ["started", "finished"]
+    assert statuses(dp, started.task.task_id) == ["FINISHED"]
+    logged = [r for r in caplog.records if "already runs here" in r.getMessage()]
+    assert len(logged) == 1
+
+
+async def test_a_task_lost_to_a_blocked_loop_is_named_lease_lost_and_not_reported(
+    dp: LocalDataPipeline, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler that blocks the event loop past its lease, then returns: its lease ran
+    out, so no SetTaskStatus is sent, and the event is "cancelled" with LEASE_LOST (not
+    "unreported", and no "SetTaskStatus failed" line for a call never sent)."""
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+
+    async def block_the_loop(task: Task, hb: Heartbeat) -> None:
+        time.sleep(1.5)  # the lease is 1 s  # noqa: ASYNC251
+
+    runner, events = make_runner(client, block_the_loop)
+    await until(runner, lambda: events.wait_for("cancelled"))
+    [lost] = events.of("cancelled")
+    assert lost.reason is CancelReason.LEASE_LOST
+    assert [e.kind for e in events.seen] == ["started", "cancelled"]
+    assert statuses(dp, lost.task.task_id) == []
+    assert not [r for r in caplog.records if "SetTaskStatus" in r.getMessage()]

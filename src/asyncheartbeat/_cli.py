@@ -42,6 +42,8 @@ from .testing._emulator import command as _emulator
 
 #: The exit status of a command line that cannot work, as argparse gives it.
 EXIT_USAGE = 2
+#: ``worker``'s exit status when a task ended but its status never landed.
+EXIT_UNREPORTED = 3
 #: ``worker --metrics-port``: the address it listens on unless --metrics-host says another.
 METRICS_HOST = "127.0.0.1"
 #: ``worker --log-dir``: the log file, and how many hourly files are kept (a week's).
@@ -188,9 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="poll a worker group and run a command for each task",
         description="Poll WORKER_GROUP for tasks and run CMD for each, with the task's ids and "
         "its activity's fields in the environment (ASYNCHEARTBEAT_TASK_ID, "
-        "ASYNCHEARTBEAT_FIELD_<key>, ASYNCHEARTBEAT_TASK as JSON). Exit 0 reports FINISHED; "
-        "any other status FAILED, with the end of CMD's standard error. SIGINT or SIGTERM "
-        "stop polling and let running tasks finish within --shutdown-grace; a second one "
+        "ASYNCHEARTBEAT_FIELD_<key>, the task object as JSON in the file "
+        "ASYNCHEARTBEAT_TASK_FILE, and in ASYNCHEARTBEAT_TASK up to 64 KiB). Exit 0 reports "
+        "FINISHED; any other status FAILED, with the end of CMD's standard error. SIGINT or "
+        "SIGTERM stop polling and let running tasks finish within --shutdown-grace; a second one "
         "stops them at once.",
     )
     worker.add_argument("--worker-group", required=True, help="the worker group to poll")
@@ -335,10 +338,11 @@ async def _run_worker(args: argparse.Namespace, metrics: Callable[[TaskEvent], N
 
     async def handle(task: Task, hb: Heartbeat) -> None:
         argv = activity_command(task) if args.run_task_command else args.cmd
-        env = os.environ | task_environment(task)
-        result = await run_command(
-            argv, hb, grace=args.grace, env=env, capture_stderr=True, stdin=subprocess.DEVNULL
-        )
+        with task_environment(task) as task_env:
+            result = await run_command(
+                argv, hb, grace=args.grace, env=os.environ | task_env, capture_stderr=True,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
         if result.status == 0:
             return
         if result.status == args.false_exit_status:
@@ -350,11 +354,12 @@ async def _run_worker(args: argparse.Namespace, metrics: Callable[[TaskEvent], N
             stack_trace=result.stderr_tail or None,
         )
 
-    cut_short = False
+    cut_short = unreported = False
 
     def note(event: TaskEvent) -> None:
-        nonlocal cut_short
+        nonlocal cut_short, unreported
         cut_short |= event.kind == "cancelled" and event.reason is None
+        unreported |= event.kind == "unreported"
         if metrics is not None:
             metrics(event)
 
@@ -393,7 +398,9 @@ async def _run_worker(args: argparse.Namespace, metrics: Callable[[TaskEvent], N
                 status = EXIT_OWN_FAILURE
             tg.cancel_scope.cancel()
     # A shutdown that let every task finish and be reported is a clean exit.
-    return 128 + interrupted[0] if interrupted and cut_short else status
+    if interrupted and cut_short:
+        return 128 + interrupted[0]
+    return EXIT_UNREPORTED if status == 0 and unreported else status
 
 
 def _status(line: str) -> None:

@@ -4,17 +4,20 @@ group stopped (SIGTERM, then SIGKILL after a grace period) when the work must st
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
 import queue
 import re
-import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -36,10 +39,10 @@ logger = logging.getLogger("asyncheartbeat")
 FIELD_LINE = re.compile(r"asyncheartbeat: ([^=\s]+)=(.*)")
 #: How long, after the command ended, what it printed is still read.
 OUTPUT_DRAIN = 1.0
-#: After SIGKILL, how long the rest of the command's process group is waited for.
+#: After SIGKILL, how long the rest of the command is waited for.
 GROUP_GONE_AFTER_KILL = 5.0
-#: How often a process group is looked at while it is waited for.
-GROUP_POLL = 0.05
+#: The script that starts a command and stops all of it (`_command_supervisor`).
+SUPERVISOR = Path(__file__).with_name("_command_supervisor.py")
 #: The longest line of the command's output read for a progress field; a longer one passes
 #: through in pieces, unread.
 MAX_LINE = 64 * 1024
@@ -47,6 +50,9 @@ MAX_LINE = 64 * 1024
 OUTPUT_BUFFER = 64
 #: How much of the end of the command's standard error a failed task carries.
 STDERR_TAIL = 4096
+#: The largest task object (as JSON) passed in ``ASYNCHEARTBEAT_TASK`` beside its file:
+#: Linux refuses to start a command with a variable over 128 KiB (E2BIG).
+TASK_VARIABLE_LIMIT = 64 * 1024
 
 #: The exit status of ``asyncheartbeat run`` when the heartbeat stopped the command.
 EXIT_STATUS = {
@@ -79,8 +85,10 @@ async def run_command(
     stdin: int | None = None,
     output: IO[bytes] | None = None,
 ) -> CommandResult:
-    """Run ``argv`` in a process group of its own until it exits; if this is cancelled,
-    SIGTERM the group, SIGKILL it after ``grace`` seconds, and re-raise.
+    """Run ``argv`` in a process group of its own, under a supervisor, until it exits; if
+    this is cancelled, SIGTERM it and everything it started, SIGKILL them after ``grace``
+    seconds, and re-raise. What it leaves behind when it exits by itself is stopped the
+    same way; if this process dies, the supervisor stops all of it on its own.
 
     Lines of its standard output that match `FIELD_LINE` set the task's progress fields;
     the other lines go to ``output`` (standard output by default). With ``capture_stderr``,
@@ -88,14 +96,9 @@ async def run_command(
     line read (on standard output, and on standard error if captured) counts as progress
     for the heartbeat's stall watchdog.
     """
-    process = await anyio.open_process(
-        list(argv),
-        stdin=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE if capture_stderr else None,
-        env=dict(env) if env is not None else None,
-        start_new_session=True,  # its own process group: signals reach its children too
-    )
+    supervisor = await _Supervisor.start(argv, grace, env=env, stdin=stdin,
+                                         capture_stderr=capture_stderr)  # fmt: skip
+    process = supervisor.process
     tail: collections.deque[bytes] = collections.deque()
     # What the command prints while it stops is still read: the readers are shielded from
     # the cancellation that stops it, and end when its pipes close (or OUTPUT_DRAIN later).
@@ -118,74 +121,125 @@ async def run_command(
                     )
         readers_done.set()
 
+    status: int | None = None
     try:
+        started = await supervisor.line()
+        if started is None or not started.startswith("started "):
+            number = int(started.split()[1]) if started else errno.EIO
+            raise OSError(number, os.strerror(number), argv[0])
+        supervisor.command_pid = int(started.split()[1])
         async with anyio.create_task_group() as tg:
             tg.start_soon(read_output)
             try:
-                await process.wait()
+                exited = await supervisor.line()
+                status = int(exited.split()[1]) if exited else None
             finally:
-                # Cancelled, or ended by itself: what is left of its group goes too, so
-                # that a child it left behind (`sleep 60 &`) does not outlive the task.
+                # Cancelled, or ended by itself: what is left of it goes too, so that a
+                # child it left behind (`sleep 60 &`, `setsid sleep 60 &`) does not
+                # outlive the task.
                 with anyio.CancelScope(shield=True):
-                    await _stop_group(process, grace)
+                    await supervisor.stop(grace)
                     with anyio.move_on_after(OUTPUT_DRAIN):
                         await readers_done.wait()
-                    readers.cancel()  # a child that escaped the group holds the pipes open
+                    readers.cancel()  # a child that escaped us holds the pipes open
     finally:
         with anyio.CancelScope(shield=True):
+            await supervisor.stop(grace)
             await process.aclose()  # its pipes; the process has ended by now
-    code = process.returncode
-    assert code is not None
+            supervisor.close()
+    if status is None:  # the supervisor itself was killed
+        code = process.returncode
+        assert code is not None
+        status = 128 - code if code < 0 else code
     stderr = b"".join(tail)[-STDERR_TAIL:].decode(errors="replace")
-    return CommandResult(128 - code if code < 0 else code, stderr)
+    return CommandResult(status, stderr)
 
 
-async def _stop_group(process: anyio.abc.Process, grace: float) -> None:
-    """SIGTERM the command's process group, then SIGKILL it after ``grace`` seconds, until
-    none of it runs (the command itself, and any child it left in the group)."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, GROUP_GONE_AFTER_KILL)):
-        if not _group_runs(process):
-            return
-        if sig is signal.SIGKILL:
-            logger.warning(
-                "the command's process group %d still runs %g s after SIGTERM: SIGKILL",
-                process.pid, grace, extra=fields("command_sigkill", pid=process.pid, delay=grace),
+class _Supervisor:
+    """Our end of the socket to a command's supervisor (`_command_supervisor`)."""
+
+    @classmethod
+    async def start(
+        cls,
+        argv: Sequence[str],
+        grace: float,
+        *,
+        env: Mapping[str, str] | None,
+        stdin: int | None,
+        capture_stderr: bool,
+    ) -> _Supervisor:
+        ours, theirs = socket.socketpair()
+        try:
+            process = await anyio.open_process(
+                [sys.executable, "-I", "-S", str(SUPERVISOR), str(theirs.fileno()),
+                 repr(grace), str(os.getpid()), "--", *argv],
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE if capture_stderr else None,
+                env=dict(env) if env is not None else None,
+                start_new_session=True,  # out of reach of the signals our own group gets
+                pass_fds=(theirs.fileno(),),
             )  # fmt: skip
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return cls(process, ours)
+
+    def __init__(self, process: anyio.abc.Process, sock: socket.socket) -> None:
+        self.process = process
+        self._sock = sock
+        sock.setblocking(False)
+        self._buffer = b""
+        #: The command's pid, which is its process group's id too, once it started.
+        self.command_pid = 0
+
+    async def line(self) -> str | None:
+        """The next line it says; None once it has closed its end (it has exited)."""
+        while b"\n" not in self._buffer:
+            await anyio.wait_readable(self._sock)
+            try:
+                data = self._sock.recv(4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                return None
+            self._buffer += data
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode()
+
+    def _tell(self, move: bytes) -> None:
+        with contextlib.suppress(OSError):  # it has exited already
+            self._sock.send(move)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM the command and everything it left, then SIGKILL them after ``grace``
+        seconds, until none of it runs: the supervisor exits once all of it is gone."""
+        process = self.process
+        if process.returncode is not None:
             return
-        with anyio.move_on_after(wait):
-            if process.returncode is None:
-                await process.wait()
-            # No event says when the rest of the group is gone (init reaps it): look.
-            while _group_runs(process):  # noqa: ASYNC110
-                await anyio.sleep(GROUP_POLL)
-
-
-def _group_runs(process: anyio.abc.Process) -> bool:
-    """Whether any process of the command's group runs (zombies, whose reaping is not ours
-    to wait for, do not count)."""
-    if process.returncode is None:
-        return True
-    pgid = process.pid
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path("/proc")
-    if not proc.is_dir():  # not Linux: the group exists, zombie or not
-        return True
-    for stat in proc.glob("[0-9]*/stat"):
-        try:
-            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, ValueError):
-            continue
-        if int(group) == pgid and state != "Z":
-            return True
-    return False
+        self._tell(b"T")
+        with anyio.move_on_after(grace):
+            await process.wait()
+        if process.returncode is not None:
+            return
+        logger.warning(
+            "the command's process group %d still runs %g s after SIGTERM: SIGKILL",
+            self.command_pid, grace,
+            extra=fields("command_sigkill", pid=self.command_pid, delay=grace),
+        )  # fmt: skip
+        self._tell(b"K")
+        with anyio.move_on_after(GROUP_GONE_AFTER_KILL):
+            await process.wait()
+        if process.returncode is None:  # never seen: leave nothing waiting on it
+            process.kill()
+            await process.wait()
 
 
 def _pass_through(tg: anyio.abc.TaskGroup, out: IO[bytes]) -> MemoryObjectSendStream[bytes]:
@@ -330,29 +384,42 @@ def activity_command(task: Task) -> list[str]:
     return ["sh", "-c", command, "sh", *activity.values("scriptArgument")]
 
 
-def task_environment(task: Task) -> dict[str, str]:
-    """The environment a worker's command gets for ``task``: its ids, the activity's string
-    fields one by one, and the whole task object as JSON."""
-    env = {
-        "ASYNCHEARTBEAT_TASK_ID": task.task_id,
-        "ASYNCHEARTBEAT_PIPELINE_ID": task.pipeline_id,
-        "ASYNCHEARTBEAT_ATTEMPT_ID": task.attempt_id,
-        "ASYNCHEARTBEAT_TASK": json.dumps(
-            {
-                "taskId": task.task_id,
-                "pipelineId": task.pipeline_id,
-                "attemptId": task.attempt_id,
-                "objects": {
-                    object_id: {
-                        "name": obj.name,
-                        "fields": [{"key": k, kind: v} for k, kind, v in obj.fields],
-                    }
-                    for object_id, obj in task.objects.items()
-                },
-            }
-        ),
-    }
-    if task.activity is not None:
-        for key, value in task.activity.strings.items():
-            env["ASYNCHEARTBEAT_FIELD_" + re.sub(r"[^A-Za-z0-9_]", "_", key)] = value
-    return env
+@contextlib.contextmanager
+def task_environment(task: Task) -> Iterator[dict[str, str]]:
+    """The environment a worker's command gets for ``task``, for as long as it runs: its
+    ids, the activity's string fields one by one, and the whole task object as JSON in a
+    file (``ASYNCHEARTBEAT_TASK_FILE``, removed afterwards) and, up to `TASK_VARIABLE_LIMIT`,
+    in ``ASYNCHEARTBEAT_TASK`` too."""
+    document = json.dumps(
+        {
+            "taskId": task.task_id,
+            "pipelineId": task.pipeline_id,
+            "attemptId": task.attempt_id,
+            "objects": {
+                object_id: {
+                    "name": obj.name,
+                    "fields": [{"key": k, kind: v} for k, kind, v in obj.fields],
+                }
+                for object_id, obj in task.objects.items()
+            },
+        }
+    )
+    fd, path = tempfile.mkstemp(prefix="asyncheartbeat-task-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(document)
+        env = {
+            "ASYNCHEARTBEAT_TASK_ID": task.task_id,
+            "ASYNCHEARTBEAT_PIPELINE_ID": task.pipeline_id,
+            "ASYNCHEARTBEAT_ATTEMPT_ID": task.attempt_id,
+            "ASYNCHEARTBEAT_TASK_FILE": path,
+        }
+        if len(document) <= TASK_VARIABLE_LIMIT:  # ASCII: json.dumps escapes the rest
+            env["ASYNCHEARTBEAT_TASK"] = document
+        if task.activity is not None:
+            for key, value in task.activity.strings.items():
+                env["ASYNCHEARTBEAT_FIELD_" + re.sub(r"[^A-Za-z0-9_]", "_", key)] = value
+        yield env
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

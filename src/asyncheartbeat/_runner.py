@@ -3,6 +3,7 @@ gracefully."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import socket
@@ -248,6 +249,11 @@ class TaskRunner:
         self._started = False
         self._refusal: BaseException | None = None
         self._not_async: NotAsyncError | None = None  # a handler that returned no awaitable
+        # What ends run() with an exception of its own after the grace: a handler's
+        # SystemExit, or a call that raised (never a group).
+        self._failure: BaseException | None = None
+        self._copies: dict[str, Heartbeat | None] = {}  # running tasks, by task id
+        self._duplicates_logged: set[str] = set()
         #: Tasks running now.
         self.running = 0
 
@@ -274,6 +280,10 @@ class TaskRunner:
                 an ``async def``). The runner stops at the first such task and does not
                 report it, so that it is handed out again rather than failed.
             RuntimeError: The runner ran already: make another.
+            SystemExit: A handler raised it (or KeyboardInterrupt, or GeneratorExit: that
+                one, the same object), after the other tasks' grace.
+            Exception: A call that raised rather than failed (a closed client), as it
+                is, after the running tasks' grace. Never an exception group.
         """
         if self._started:
             raise RuntimeError("a TaskRunner runs once: create another to run again")
@@ -283,23 +293,31 @@ class TaskRunner:
             self.taskrunner_id, self.worker_group, self.concurrency,
             extra=self._fields("runner_started", concurrency=self.concurrency),
         )  # fmt: skip
-        async with anyio.create_task_group() as runner:
-            runner.start_soon(self._keep_runner_alive, name="asyncheartbeat:runner-heartbeat")
-            async with anyio.create_task_group() as tasks:
-                await self._poll_until_stopped(tasks)
-                if self.running:
-                    logger.info(
-                        "stopping: %d running %s %g s to finish", self.running,
-                        "task gets" if self.running == 1 else "tasks get", self.shutdown_grace,
-                        extra=self._fields(
-                            "runner_stopping", running=self.running, delay=self.shutdown_grace
-                        ),
-                    )  # fmt: skip
-                tasks.cancel_scope.deadline = current_time() + self.shutdown_grace
-            runner.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as runner:
+                runner.start_soon(self._keep_runner_alive, name="asyncheartbeat:runner-heartbeat")
+                async with anyio.create_task_group() as tasks:
+                    await self._poll_until_stopped(tasks)
+                    if self.running:
+                        logger.info(
+                            "stopping: %d running %s %g s to finish", self.running,
+                            "task gets" if self.running == 1 else "tasks get",
+                            self.shutdown_grace,
+                            extra=self._fields(
+                                "runner_stopping", running=self.running, delay=self.shutdown_grace
+                            ),
+                        )  # fmt: skip
+                    tasks.cancel_scope.deadline = current_time() + self.shutdown_grace
+                runner.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            if (error := _one_of(group)) is None:
+                raise
+            self._fail(error)  # the docs promise a plain exception
         logger.info(
             "task runner %r stopped", self.taskrunner_id, extra=self._fields("runner_stopped")
         )
+        if self._failure is not None:
+            raise self._failure
         if self._not_async is not None:
             raise self._not_async
         if self._refusal is not None:
@@ -315,10 +333,12 @@ class TaskRunner:
                 await self._slots.acquire()
                 try:
                     task_object = await self._poll()
+                except Exception as error:  # a plain one out of run(), after the grace
+                    self._fail(error)
                 finally:
                     if task_object is None:
                         self._slots.release()
-                if task_object is None and not self._stopping and self._refusal is None:
+                if task_object is None and not self._stopping:
                     quiet += 1
                     await anyio.sleep(jittered_backoff(quiet, start=0.25, cap=self._max_poll_pause))
             self._waiting = None
@@ -333,6 +353,11 @@ class TaskRunner:
                 # One bad task object is that task's failure, never the runner's.
                 tasks.start_soon(self._fail_malformed, task_object, error)
                 continue
+            if task.task_id in self._copies:
+                self._slots.release()
+                tasks.start_soon(self._acknowledge_duplicate, task)
+                continue
+            self._copies[task.task_id] = None
             self.running += 1
             tasks.start_soon(self._run_task, task, name=f"asyncheartbeat:task:{task.task_id}")
 
@@ -376,6 +401,7 @@ class TaskRunner:
             call_timeout=self._timing.call_timeout,
             stall_timeout=self._timing.stall_timeout,
         )
+        self._copies[task.task_id] = heartbeat
 
         def event(kind: EventKind, **details: Any) -> TaskEvent:
             return TaskEvent(kind, task, current_time() - started, **details)
@@ -388,6 +414,11 @@ class TaskRunner:
             fields: dict[str, str] | None = None,
             reason: CancelReason | None = None,
         ) -> None:
+            if self._lease_ran_out(heartbeat):
+                # Under the handler (a loop blocked by sync code): the task is no longer
+                # ours, and no status may be sent for it.
+                self._emit(event("cancelled", reason=CancelReason.LEASE_LOST, error=error))
+                return
             if fields is None:
                 fields = _error_fields(error) if status == "FAILED" and error is not None else {}
             outcome = await self._set_status(task.task_id, status, heartbeat.last_success, **fields)
@@ -429,9 +460,50 @@ class TaskRunner:
         except anyio.get_cancelled_exc_class():
             self._emit(event("cancelled"))
             raise
+        except BaseException as error:
+            # SystemExit, KeyboardInterrupt or GeneratorExit from the handler: a graceful
+            # shutdown (the other tasks get their grace), then run() raises it.
+            self._emit(event("cancelled", error=self._fail(_exiting(error) or error)))
         finally:
+            del self._copies[task.task_id]
             self.running -= 1
             self._slots.release()
+
+    async def _acknowledge_duplicate(self, task: Task) -> None:
+        """A poll handed out a task already running here: the running copy keeps it, and
+        its heartbeat answers for the handout."""
+        if task.task_id not in self._duplicates_logged:
+            self._duplicates_logged.add(task.task_id)
+            logger.warning(
+                "PollForTask handed out task %r, which already runs here: not started again",
+                task.task_id, extra=self._fields("task_duplicate", task_id=task.task_id),
+            )  # fmt: skip
+        heartbeat = self._copies.get(task.task_id)
+        if heartbeat is not None:
+            with contextlib.suppress(HeartbeatError):  # it ended meanwhile: nothing to say
+                await heartbeat.beat()
+
+    def _fail(self, error: BaseException) -> BaseException:
+        """End the runner gracefully; run() then raises ``error`` (the first such), which
+        this returns."""
+        if self._failure is None:
+            self._failure = error
+            if not isinstance(error, SystemExit | KeyboardInterrupt | GeneratorExit):
+                logger.error(
+                    "stopping on %s", _printable(error, repr),
+                    extra=self._fields("runner_failed", detail=_printable(error, repr)),
+                )  # fmt: skip
+            else:
+                logger.warning(
+                    "a handler raised %s: stopping", type(error).__name__,
+                    extra=self._fields("runner_exiting", detail=type(error).__name__),
+                )  # fmt: skip
+        self.stop()
+        return error
+
+    def _lease_ran_out(self, heartbeat: Heartbeat) -> bool:
+        since = heartbeat.last_success
+        return since is not None and current_time() >= since + self._timing.lease_timeout
 
     def _refuse_handler(self, error: NotAsyncError) -> None:
         if self._not_async is None:
@@ -475,14 +547,18 @@ class TaskRunner:
             give_up_at = now + min(self._timing.lease_timeout, ACKNOWLEDGEMENT_LIMIT)
         else:
             give_up_at = since + self._timing.lease_timeout
-        result = await self.reporter.calls.call(
-            "SetTaskStatus",
-            {"taskId": task_id, "taskStatus": status, **error_fields},
-            deadline=give_up_at,
-            task_id=task_id,
-            backoff_start=self._timing.backoff_start,
-            backoff_cap=self._timing.interval,
-        )
+        try:
+            result = await self.reporter.calls.call(
+                "SetTaskStatus",
+                {"taskId": task_id, "taskStatus": status, **error_fields},
+                deadline=give_up_at,
+                task_id=task_id,
+                backoff_start=self._timing.backoff_start,
+                backoff_cap=self._timing.interval,
+            )
+        except Exception as error:  # a plain one out of run(), after the grace
+            self._fail(error)
+            return Transient(_printable(error, str), error=error)
         if isinstance(result, Answered):
             return True
         if isinstance(result, Final):
@@ -518,7 +594,8 @@ class TaskRunner:
             f"attempt {event.task.attempt_id!r})",
             "finished": f"finished in {event.duration:.1f} s",
             "false": f"ended FALSE (its precondition does not hold) in {event.duration:.1f} s",
-            "failed": f"failed after {event.duration:.1f} s: {one_line(repr(event.error))}",
+            "failed": f"failed after {event.duration:.1f} s: "
+            f"{one_line(_printable(event.error, repr))}",
             "cancelled": f"cancelled after {event.duration:.1f} s: "
             + (event.reason.value if event.reason else "runner shutting down, left to reassign"),
             "unreported": f"ended after {event.duration:.1f} s, but its status was not "
@@ -532,7 +609,7 @@ class TaskRunner:
                 f"task_{event.kind}", task_id=task.task_id, pipeline_id=task.pipeline_id,
                 attempt_id=task.attempt_id, reason=event.reason,
                 duration=event.duration if event.kind != "started" else None,
-                detail=one_line(repr(event.error)) if event.error is not None else None,
+                detail=one_line(_printable(event.error, repr)) if event.error else None,
             ),
         )  # fmt: skip
         if self._on_event is not None:
@@ -555,10 +632,14 @@ class TaskRunner:
         interval = self._runner_heartbeat_interval
         while True:
             # Retried by the reporter's calls until the next one is due; a miss is only logged.
-            result = await self.reporter.calls.call(
-                "ReportTaskRunnerHeartbeat", params,
-                deadline=current_time() + interval, backoff_start=1.0, backoff_cap=interval,
-            )  # fmt: skip
+            try:
+                result = await self.reporter.calls.call(
+                    "ReportTaskRunnerHeartbeat", params,
+                    deadline=current_time() + interval, backoff_start=1.0, backoff_cap=interval,
+                )  # fmt: skip
+            except Exception as error:  # a plain one out of run(), after the grace
+                self._fail(error)
+                return
             if isinstance(result, Answered) and result.response.get("terminate") is True:
                 logger.info(
                     "the service asked task runner %r to terminate",
@@ -602,13 +683,47 @@ def _error_fields(error: Exception) -> dict[str, str]:
         error_id = f"Task_{error_id}"
     if trace is None:
         trace = "".join(traceback.format_exception(error))
-    message = str(error) or error_id
+    message = _printable(error, str) or error_id
     return {
         "errorId": _fit(error_id, "errorId"),
         "errorMessage": _fit(message, "errorMessage"),
         # The end of a traceback says most: where it failed and why.
         "errorStackTrace": _fit(trace, "errorStackTrace", keep_end=True),
     }
+
+
+def _printable(error: BaseException | None, show: Callable[[object], str]) -> str:
+    """``show(error)``, or a placeholder if that raises: an exception that cannot be
+    printed still fails its task, never the runner."""
+    try:
+        return show(error)
+    except Exception:
+        return f"<{type(error).__name__}: its {show.__name__}() raised>"
+
+
+def _exiting(error: BaseException) -> BaseException | None:
+    """The SystemExit, KeyboardInterrupt or GeneratorExit in ``error``, if any."""
+    if isinstance(error, SystemExit | KeyboardInterrupt | GeneratorExit):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            if (found := _exiting(inner)) is not None:
+                return found
+    return None
+
+
+def _one_of(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The exception ``group`` stands for: its first that is not a cancellation."""
+    cancelled = anyio.get_cancelled_exc_class()
+    leaves: list[BaseException] = []
+    todo: list[BaseException] = [group]
+    while todo:
+        error = todo.pop(0)
+        if isinstance(error, BaseExceptionGroup):
+            todo[:0] = error.exceptions
+        elif not isinstance(error, cancelled):
+            leaves.append(error)
+    return _exiting(group) or (leaves[0] if leaves else None)
 
 
 def _fit(value: str, member: str, *, keep_end: bool = False) -> str:
