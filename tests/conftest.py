@@ -124,3 +124,23 @@ def no_asyncio_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         r for r in caplog.get_records("call") if r.name == "asyncio" and r.levelno >= logging.ERROR
     ]
     assert not errors, [r.getMessage() for r in errors]
+
+
+async def run_one_task(client: Any, worker_group: str = "wg") -> str:
+    """Run a `TaskRunner` on ``client`` until it has run one task of ``worker_group``, and
+    return that task's id once ``run()`` has returned (its status sent, or given up)."""
+    from asyncheartbeat import Heartbeat, Task, TaskRunner  # noqa: PLC0415 - on first use
+
+    ran: list[str] = []
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        ran.append(task.task_id)
+        runner.stop()
+
+    runner = TaskRunner(
+        client, worker_group=worker_group, handler=handle, interval=0.1, lease_timeout=1
+    )
+    with anyio.fail_after(10):
+        await runner.run()
+    [task_id] = ran
+    return task_id

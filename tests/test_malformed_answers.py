@@ -9,11 +9,11 @@ from typing import Any
 import anyio
 import pytest
 
-from asyncheartbeat import Heartbeat, Task, TaskRunner
+from asyncheartbeat import Heartbeat
 from asyncheartbeat.instrumentation import EventKind
 from asyncheartbeat.testing import Fault, LocalDataPipeline
 
-from .conftest import EventLog
+from .conftest import EventLog, run_one_task
 
 pytestmark = pytest.mark.asyncio
 
@@ -50,13 +50,5 @@ async def test_a_runner_call_answered_with_an_unreadable_body_is_tried_again(
     reported FINISHED, and run() returns."""
     dp.add_pipeline(worker_group="wg")
     dp.inject(Fault.answer(body), operation=operation)
-    ran: list[str] = []
-
-    async def handle(task: Task, hb: Heartbeat) -> None:
-        ran.append(task.task_id)
-        runner.stop()
-
-    runner = TaskRunner(client, worker_group="wg", handler=handle, interval=0.1, lease_timeout=1)
-    with anyio.fail_after(10):
-        await runner.run()
-    assert dp.attempt(ran[0]).status.value == "FINISHED"
+    task_id = await run_one_task(client)
+    assert dp.attempt(task_id).status.value == "FINISHED"

@@ -9,11 +9,11 @@ from typing import Any
 import anyio
 import pytest
 
-from asyncheartbeat import CancelReason, Heartbeat, Task, TaskRunner, TaskStopped
+from asyncheartbeat import CancelReason, Heartbeat, TaskStopped
 from asyncheartbeat.instrumentation import EventKind
 from asyncheartbeat.testing import Fault, LocalDataPipeline, RateLimit
 
-from .conftest import LATE, EventLog, make_client
+from .conftest import LATE, EventLog, make_client, run_one_task
 
 pytestmark = pytest.mark.asyncio
 
@@ -54,42 +54,16 @@ async def test_a_refusal_that_repeats_stops_the_work_as_rejected(
     assert code in str(caught.value)
 
 
-async def test_a_refused_first_poll_is_polled_again(dp: LocalDataPipeline, client: Any) -> None:
-    """A runner whose first poll is refused once polls again, and runs the task."""
-    dp.add_pipeline(worker_group="wg")
-    dp.inject(Fault.error("ExpiredTokenException"), operation="PollForTask")
-    ran: list[str] = []
-
-    async def handle(task: Task, hb: Heartbeat) -> None:
-        ran.append(task.task_id)
-        runner.stop()
-
-    runner = TaskRunner(
-        client, worker_group="wg", handler=handle, interval=INTERVAL, lease_timeout=LEASE
-    )
-    with anyio.fail_after(10):
-        await runner.run()
-    assert len(ran) == 1
-
-
-async def test_a_finished_tasks_status_survives_one_refusal(
-    dp: LocalDataPipeline, client: Any
+@pytest.mark.parametrize("operation", ["PollForTask", "SetTaskStatus"])
+async def test_a_runner_call_refused_once_is_tried_again(
+    dp: LocalDataPipeline, client: Any, operation: str
 ) -> None:
-    """One refused SetTaskStatus is retried: the finished task is reported FINISHED."""
+    """A poll refused once is polled again, and a SetTaskStatus refused once retried: the
+    task runs and is reported FINISHED."""
     dp.add_pipeline(worker_group="wg")
-    dp.inject(Fault.error("ExpiredTokenException"), operation="SetTaskStatus")
-    ran: list[str] = []
-
-    async def handle(task: Task, hb: Heartbeat) -> None:
-        ran.append(task.task_id)
-        runner.stop()
-
-    runner = TaskRunner(
-        client, worker_group="wg", handler=handle, interval=INTERVAL, lease_timeout=LEASE
-    )
-    with anyio.fail_after(10):
-        await runner.run()
-    assert dp.attempt(ran[0]).status.value == "FINISHED"
+    dp.inject(Fault.error("ExpiredTokenException"), operation=operation)
+    task_id = await run_one_task(client)
+    assert dp.attempt(task_id).status.value == "FINISHED"
 
 
 async def test_a_throttled_report_waits_as_long_as_the_service_says() -> None:

@@ -4,7 +4,9 @@ verdict function, one heartbeat per task, over real HTTP against the local Data 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -16,19 +18,15 @@ from asyncheartbeat._reporter._lease import Stage
 from asyncheartbeat._reporter._verdict import verdict
 from asyncheartbeat._service import Answered, Final, Transient
 from asyncheartbeat._timing import Timing
-from asyncheartbeat.instrumentation import EventKind
 from asyncheartbeat.testing import LocalDataPipeline
-
-from .conftest import EventLog
 
 pytestmark = pytest.mark.asyncio
 
 
-async def test_heartbeats_sleeping_between_reports_leave_one_task_for_the_whole_client(
-    dp: LocalDataPipeline, client: Any, events: EventLog
-) -> None:
-    """Between reports, 50 heartbeats on one client add one task (the reporter's), not one
-    or more per heartbeat."""
+@contextlib.asynccontextmanager
+async def sleeping_heartbeats(client: Any, task_ids: list[str]) -> AsyncIterator[None]:
+    """Heartbeats for ``task_ids`` on ``client``, every one acknowledged and its body asleep
+    (the next report 30 s away) while the block runs; they leave as it ends."""
     entered = anyio.Event()
     leave = anyio.Event()
     running = 0
@@ -37,22 +35,34 @@ async def test_heartbeats_sleeping_between_reports_leave_one_task_for_the_whole_
         nonlocal running
         async with Heartbeat(client, task_id, interval=30, lease_timeout=120):
             running += 1
-            if running == 50:
+            if running == len(task_ids):
                 entered.set()
             await leave.wait()
 
-    def ours() -> list[asyncio.Task[Any]]:
-        return [t for t in asyncio.all_tasks() if t.get_name().startswith("asyncheartbeat:")]
-
     async with anyio.create_task_group() as tg:
-        for _ in range(50):
-            tg.start_soon(job, dp.add_task())
+        for task_id in task_ids:
+            tg.start_soon(job, task_id)
         with anyio.fail_after(30):
             await entered.wait()
-        # Every acknowledgement has been answered: no report is in flight until 30 s on.
-        assert len(events.of(EventKind.ACKNOWLEDGED)) == 50
-        sleeping = [task.get_name() for task in ours()]
-        leave.set()
+        try:
+            yield
+        finally:
+            leave.set()
+
+
+async def test_heartbeats_sleeping_between_reports_leave_one_task_for_the_whole_client(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """Between reports, 50 heartbeats on one client add one task (the reporter's), not one
+    or more per heartbeat, and none once they have ended."""
+
+    def ours() -> list[str]:
+        return [
+            t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("asyncheartbeat:")
+        ]
+
+    async with sleeping_heartbeats(client, [dp.add_task() for _ in range(50)]):
+        sleeping = ours()
     assert sleeping == ["asyncheartbeat:reporter"]
     assert not ours()
 
@@ -60,31 +70,14 @@ async def test_heartbeats_sleeping_between_reports_leave_one_task_for_the_whole_
 async def test_every_report_of_a_client_is_timed_by_its_one_schedule(
     dp: LocalDataPipeline, client: Any
 ) -> None:
-    """Heartbeats on one client keep their next reports as entries of one schedule, which
-    empties as they end."""
+    """Heartbeats on one client keep their next reports as entries of one schedule, and
+    are let go as they end."""
     reporter = Reporter.of(client)
-    entered = anyio.Event()
-    leave = anyio.Event()
-    running = 0
-
-    async def job(task_id: str) -> None:
-        nonlocal running
-        async with Heartbeat(reporter, task_id, interval=30, lease_timeout=120):
-            running += 1
-            if running == 5:
-                entered.set()
-            await leave.wait()
-
-    task_ids = {dp.add_task() for _ in range(5)}
-    async with anyio.create_task_group() as tg:
-        for task_id in task_ids:
-            tg.start_soon(job, task_id)
-        with anyio.fail_after(30):
-            await entered.wait()
+    task_ids = [dp.add_task() for _ in range(5)]
+    async with sleeping_heartbeats(reporter, task_ids):
         timers = reporter._schedule.due(math.inf)  # every timer, due or not
-        leave.set()
     assert sorted(timer.value for _, _, timer in timers) == ["report"] * 5
-    assert {lease.task_id for _, lease, _ in timers} == task_ids
+    assert {lease.task_id for _, lease, _ in timers} == set(task_ids)
     assert not reporter._leases
 
 
