@@ -8,7 +8,6 @@ import argparse
 import importlib.metadata
 import logging
 import logging.handlers
-import math
 import os
 import shlex
 import signal
@@ -21,6 +20,7 @@ from typing import Any
 
 import anyio
 
+from ._arguments import port, positive_seconds, seconds_or_zero
 from ._command import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
@@ -51,17 +51,6 @@ LOG_FILE = "asyncheartbeat-worker.log"
 LOG_BACKUPS = 168
 
 
-def _seconds(text: str, *, allow_zero: bool = False) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
-        bound = "0 seconds or more" if allow_zero else "more than 0 seconds"
-        raise argparse.ArgumentTypeError(f"{text!r} must be {bound}")
-    return value
-
-
 def _number(text: str) -> float:
     """A number, whatever its value: `_check_options` says which values can work."""
     try:
@@ -70,23 +59,9 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
 
 
-def _positive_seconds(text: str) -> float:
-    return _seconds(text)
-
-
-def _seconds_or_zero(text: str) -> float:
-    return _seconds(text, allow_zero=True)
-
-
 def _exit_status(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 255:
         raise argparse.ArgumentTypeError(f"{text!r} is not an exit status from 1 to 255")
-    return int(text)
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 picks a free one)")
     return int(text)
 
 
@@ -116,11 +91,11 @@ def _add_common(command: argparse.ArgumentParser) -> None:
     aws.add_argument("--endpoint-url", help="another endpoint, such as a local Data Pipeline")
     timing = command.add_argument_group("heartbeat")
     timing.add_argument(
-        "--interval", type=_positive_seconds, default=60.0, metavar="SECONDS",
+        "--interval", type=positive_seconds, default=60.0, metavar="SECONDS",
         help="seconds between progress reports (default: 60)",
     )  # fmt: skip
     timing.add_argument(
-        "--lease-timeout", type=_positive_seconds, default=300.0, metavar="SECONDS",
+        "--lease-timeout", type=positive_seconds, default=300.0, metavar="SECONDS",
         help="stop the command after this long without an answered report (default: 300)",
     )  # fmt: skip
     timing.add_argument(
@@ -130,7 +105,7 @@ def _add_common(command: argparse.ArgumentParser) -> None:
         "TaskStalled); default: never",
     )  # fmt: skip
     timing.add_argument(
-        "--grace", type=_seconds_or_zero, default=10.0, metavar="SECONDS",
+        "--grace", type=seconds_or_zero, default=10.0, metavar="SECONDS",
         help="after SIGTERM, wait this long before SIGKILL (default: 10)",
     )  # fmt: skip
     command.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
@@ -220,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency", type=_count, default=1, metavar="N", help="tasks at once (default: 1)"
     )
     worker.add_argument(
-        "--metrics-port", type=_port, metavar="N",
+        "--metrics-port", type=port, metavar="N",
         help="serve Prometheus metrics at http://HOST:N/metrics (0 picks a free port, which "
         "is printed); needs the prometheus extra: pip install 'asyncheartbeat[prometheus]'",
     )  # fmt: skip
@@ -230,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         "only; 0.0.0.0 for a Prometheus elsewhere)",
     )  # fmt: skip
     worker.add_argument(
-        "--shutdown-grace", type=_seconds_or_zero, default=30.0, metavar="SECONDS",
+        "--shutdown-grace", type=seconds_or_zero, default=30.0, metavar="SECONDS",
         help="on shutdown, how long running tasks may go on (default: 30)",
     )  # fmt: skip
     _add_common(worker)

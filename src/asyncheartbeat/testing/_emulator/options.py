@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from asyncheartbeat._timing import check_seconds
+from asyncheartbeat._arguments import port, positive_seconds
 from asyncheartbeat.testing._limits import (
     DOCUMENTED_BURST,
     RateLimit,
@@ -19,19 +19,6 @@ from asyncheartbeat.testing._limits import (
     resolve_rate_limits,
 )
 from asyncheartbeat.testing._service import Timeouts
-
-
-def _seconds(text: str) -> float:
-    try:
-        return check_seconds("seconds", float(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0") from None
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 picks a free one)")
-    return int(text)
 
 
 def _rate_limit(text: str) -> tuple[str, RateLimit]:
@@ -81,15 +68,20 @@ class Options:
     """
 
     host: str = _option("127.0.0.1", "address to listen on", str)
-    port: int = _option(0, "port (default: a free one)", _port)
+    port: int = _option(0, "port (default: a free one)", port)
     ack_timeout: float = _option(
-        Timeouts.ack, "hand a task out again if not acknowledged within this", _seconds, "SECONDS"
+        Timeouts.ack,
+        "hand a task out again if not acknowledged within this",
+        positive_seconds,
+        "SECONDS",
     )
     report_timeout: float = _option(
-        Timeouts.report, "make a new attempt of a task not reported on for this long", _seconds,
-        "SECONDS",
+        Timeouts.report, "make a new attempt of a task not reported on for this long",
+        positive_seconds, "SECONDS",
     )  # fmt: skip
-    poll_timeout: float = _option(Timeouts.poll, "longest PollForTask wait", _seconds, "SECONDS")
+    poll_timeout: float = _option(
+        Timeouts.poll, "longest PollForTask wait", positive_seconds, "SECONDS"
+    )
     seed: int | None = _option(None, "seed for faults injected by probability", int)
     record_calls: bool = _option(True, "do not keep every call in memory (for long load runs)")
     rate_limits: RateLimits = _option(  # noqa: RUF009 - a field, its default None
