@@ -90,6 +90,18 @@ async def test_answers_slower_than_the_interval_keep_the_lease_and_no_call_is_cu
     assert service.most_in_flight <= 2
 
 
+async def test_a_report_whose_answer_would_come_after_the_lease_goes_at_once() -> None:
+    """Answers take 70 s, the lease 180 s, the interval 60 s: a report on the next slot
+    would be answered after the lease ran out, so each goes as soon as the last is answered,
+    and the lease holds for 20 minutes."""
+    service = Service(latency=70)
+    async with Heartbeat(MockClient(service), "task-1", interval=60, lease_timeout=180) as hb:
+        await anyio.sleep(1200)
+        cut_before_the_end = service.cut
+    assert hb.cancel_reason is None
+    assert cut_before_the_end == 0
+
+
 async def test_a_new_clients_first_call_goes_alone_and_is_never_hedged(
     events: EventLog,
 ) -> None:

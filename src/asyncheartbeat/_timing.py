@@ -64,16 +64,19 @@ class Timing:
     def lateness_threshold(self) -> float:
         return max(LATENESS_FLOOR, self.interval / 2)
 
-    def next_due(self, anchor: float, now: float, lease_end: float) -> float:
+    def next_due(
+        self, anchor: float, now: float, lease_end: float, answer_takes: float = 0.0
+    ) -> float:
         """The first slot on the ``anchor + k * interval`` grid that is still ahead of ``now``.
 
         A call slower than the interval skips the slots it covered instead of bursting; but
-        a slot at or past ``lease_end`` would lose the lease, so then the report goes now.
+        a report sent on a slot whose answer, taking ``answer_takes``, would come at or past
+        ``lease_end`` would lose the lease, so then the report goes now.
         """
         due = anchor + self.interval
         if due <= now:
             due = anchor + (math.floor((now - anchor) / self.interval) + 1) * self.interval
-        return due if due < lease_end else now
+        return due if due + answer_takes < lease_end else now
 
 
 def jittered_backoff(

@@ -240,7 +240,7 @@ class Calls:
                 f"the client's rate for {operation} left no turn before the deadline",
                 cut=Cut.DEADLINE,
             )
-        if not await self.admission.enter(deadline, answer_takes=self._answer_takes):
+        if not await self.admission.enter(deadline, answer_takes=self.answer_takes):
             return Transient(
                 "the client had no capacity for another call before the deadline",
                 cut=Cut.DEADLINE,
@@ -334,7 +334,7 @@ class Calls:
         load: ``floor`` (a heartbeat's ``call_timeout``), or more while answers are slow."""
         return self.latency.overdue_after(floor)
 
-    def _answer_takes(self) -> float | None:
+    def answer_takes(self) -> float | None:
         """How long an answer may take, as answers have shown (None before they have): a
         call sent later than its deadline less this is urgent."""
         return self.latency.overdue_after(0.0) if self.latency.smoothed is not None else None

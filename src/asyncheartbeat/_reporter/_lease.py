@@ -50,6 +50,7 @@ class Lease:
         "primary",
         "report_scope",
         "report_timer",
+        "round_trip",
         "stage",
         "stall_timer",
         "task_id",
@@ -77,6 +78,8 @@ class Lease:
         self.crash: BaseException | None = None
         self.beats = 0
         self.last_success: float | None = None
+        #: How long the last answered report took, from sending to its answer.
+        self.round_trip = 0.0
         #: Set (and replaced) whenever a report is answered or a verdict is reached.
         self.changed: anyio.Event | None = None
         # Attempts are numbered so that beat() can tell which report will carry its request.

@@ -203,7 +203,9 @@ class Reporter:
         # Decided now: an acknowledgement slower than the interval skips the slots it
         # covered, while a body blocking the loop before the first report shows as lateness.
         self._schedule.set(
-            lease, Timer.REPORT, lease.timing.next_due(anchor, now, lease.lease_end())
+            lease,
+            Timer.REPORT,
+            lease.timing.next_due(anchor, now, lease.lease_end(), self._answer_takes(lease)),
         )
         if (stall_timeout := lease.timing.stall_timeout) is not None:
             # Counted from here: an acknowledgement slow to come is no stall of the body's.
@@ -364,8 +366,14 @@ class Reporter:
             self._schedule.set(lease, Timer.BEAT, now)
         else:
             # Decided now, not at the next slot: a loop blocked later shows as lateness.
-            due = lease.timing.next_due(anchor, now, lease.lease_end())
+            due = lease.timing.next_due(anchor, now, lease.lease_end(), self._answer_takes(lease))
             self._schedule.set(lease, Timer.REPORT, due)
+
+    def _answer_takes(self, lease: Lease) -> float:
+        """How long the next report's answer may take: its lease's last round trip (a new
+        client's first one included, which the client's latency leaves out), or the
+        client's smoothed latency, whichever is longer."""
+        return max(lease.round_trip, self.calls.latency.smoothed or 0.0)
 
     def _check_stalls(self, stalls: list[tuple[Lease, float]]) -> None:
         for lease, noted in stalls:
@@ -446,6 +454,7 @@ class Reporter:
         attempt, version = attempts[-1]
         anchor = planned if planned is not None and len(attempts) == 1 else outcome.sent_at
         lease.beats += 1
+        lease.round_trip = outcome.answered_at - outcome.sent_at
         lease.last_success = max(outcome.sent_at, lease.last_success or -math.inf)
         # Calls still out may count until the new lease end, if their answer would move it;
         # a hedge sent before this answered report cannot, and is let go.
