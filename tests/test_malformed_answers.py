@@ -1,6 +1,7 @@
 """An answer botocore cannot read (a JSON null, a list, a string) is the service's malformed
 answer wherever it comes, retried like any bad answer, never taken for a mistake in the
-program. Over real HTTP against the local Data Pipeline."""
+program; a proxy's 407, which is the client's configuration, is refused at once. Over
+real HTTP against the local Data Pipeline."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from asyncheartbeat import Heartbeat
+from asyncheartbeat import Heartbeat, HeartbeatError
 from asyncheartbeat.instrumentation import EventKind
 from asyncheartbeat.testing import Fault, LocalDataPipeline
 
@@ -52,3 +53,15 @@ async def test_a_runner_call_answered_with_an_unreadable_body_is_tried_again(
     dp.inject(Fault.answer(body), operation=operation)
     task_id = await run_one_task(client)
     assert dp.attempt(task_id).status.value == "FINISHED"
+
+
+async def test_a_proxy_asking_for_credentials_is_a_mistake_named_as_such(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """HTTP 407 from a proxy is refused at once with a HeartbeatError that names the proxy,
+    not retried until the lease runs out."""
+    task_id = dp.add_task()
+    dp.inject(Fault.error("ProxyAuthenticationRequired", status=407), task_id=task_id, times=None)
+    with anyio.fail_after(5), pytest.raises(HeartbeatError, match="a proxy refused the call"):
+        async with Heartbeat(client, task_id, interval=0.1, lease_timeout=60):
+            pytest.fail("the body ran")

@@ -147,6 +147,13 @@ class DataPipeline:
                 if status
                 else (f"{code or 'error'}: {message}")
             )
+            if status == 407:
+                # A proxy between the client and the service wants credentials: no retry
+                # can mend that, only the client's configuration.
+                raise HeartbeatError(
+                    f"a proxy refused the call: {description}. Give the proxy's credentials in "
+                    f"the client's proxy URL (Config(proxies={{'https': 'http://user:pass@host:port'}}))"
+                ) from error
             if code in _FATAL_CODES:
                 return Final(_FATAL_CODES[code], description, error)
             if code in _REJECTED_CODES:
