@@ -107,7 +107,7 @@ class Outcome:
     #: Seconds between a task's answered reports (the last one to the end of the run too).
     gap_p50: float
     gap_max: float
-    #: Heartbeat's call layer, sampled through the run: calls in flight, the limit it has
+    #: Heartbeat's reporter, sampled through the run: calls in flight, the limit it has
     #: learned (capacity), and calls waiting for their turn (means).
     in_flight: float = 0.0
     capacity: float = 0.0
@@ -365,7 +365,7 @@ def cpu(args: argparse.Namespace) -> None:
     print(
         f"{tasks} tasks, interval {interval:g} s (asking {tasks / interval:,.0f} reports/s), "
         f"lease {lease:g} s, runs of {args.seconds:g} s, {args.rounds} per side and client "
-        f"(medians); one run at a time, the sides alternating; Heartbeat's call layer "
+        f"(medians); one run at a time, the sides alternating; Heartbeat's reporter "
         f"sampled every 0.1 s (means)\n"
     )
     print(
