@@ -47,9 +47,6 @@ class Schedule:
         self._sleep: anyio.CancelScope | None = None
         self._sleeping_until = math.inf
 
-    def __len__(self) -> int:
-        return len(self._heap)
-
     def set(self, lease: Lease, timer: Timer, at: float) -> None:
         """Arm ``lease``'s ``timer`` for ``at``, replacing the one of its slot."""
         order = next(self._order)
