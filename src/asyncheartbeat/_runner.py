@@ -414,11 +414,6 @@ class TaskRunner:
             fields: dict[str, str] | None = None,
             reason: CancelReason | None = None,
         ) -> None:
-            if self._lease_ran_out(heartbeat):
-                # Under the handler (a loop blocked by sync code): the task is no longer
-                # ours, and no status may be sent for it.
-                self._emit(event("cancelled", reason=CancelReason.LEASE_LOST, error=error))
-                return
             if fields is None:
                 fields = _error_fields(error) if status == "FAILED" and error is not None else {}
             outcome = await self._set_status(task.task_id, status, heartbeat.last_success, **fields)
@@ -500,10 +495,6 @@ class TaskRunner:
                 )  # fmt: skip
         self.stop()
         return error
-
-    def _lease_ran_out(self, heartbeat: Heartbeat) -> bool:
-        since = heartbeat.last_success
-        return since is not None and current_time() >= since + self._timing.lease_timeout
 
     def _refuse_handler(self, error: NotAsyncError) -> None:
         if self._not_async is None:
