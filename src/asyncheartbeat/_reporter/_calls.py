@@ -102,8 +102,9 @@ class Calls:
         self.load = Load()
         self.rates: dict[str, OperationRate] = {}
         self.answered_once = False
-        #: The last failure of each long call's operation, while no answer came since.
-        self.refusals: dict[str, Transient | Final] = {}
+        #: The last failure of each long-call operation (a poll), while none was answered since:
+        #: a refusal after a refusal is final.
+        self.long_call_failures: dict[str, Transient | Final] = {}
         self.overload = OverloadWindow(
             self._overloaded, lambda: (self.load.heartbeats, self.load.asked_per_second)
         )
@@ -268,12 +269,14 @@ class Calls:
             except HeartbeatError:
                 raise
             except Exception as exc:
-                result = confirm_refusal(service.read_error(exc), self.refusals.get(operation))
-                self.refusals[operation] = result
+                result = confirm_refusal(
+                    service.read_error(exc), self.long_call_failures.get(operation)
+                )
+                self.long_call_failures[operation] = result
             else:
                 answered_at = current_time()
                 rate.answered(answered_at)
-                self.refusals.pop(operation, None)
+                self.long_call_failures.pop(operation, None)
                 return Answered(response, sent_at, answered_at)
             finally:
                 self.admission.long_call(started=False)
