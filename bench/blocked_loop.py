@@ -3,7 +3,8 @@
 The emulator serves from its own process and reassigns a task after 5 s without a report;
 the heartbeat reports every second with a 5 s lease. The job blocks the event loop with
 ``time.sleep`` (standing in for any synchronous call or long computation) for 2.5 s, then
-for 6 s, and finally runs the same 6 s in a worker thread.
+for 6 s, then runs the same 6 s in a worker thread, and finally blocks for 6 s with the
+reports on a `ReportingThread`.
 
     .venv/bin/python bench/blocked_loop.py
 """
@@ -11,16 +12,17 @@ for 6 s, and finally runs the same 6 s in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import anyio
 from _client import bench_client
 
-from asyncheartbeat import Heartbeat, TaskStopped
+from asyncheartbeat import Heartbeat, ReportingThread, TaskStopped
 from asyncheartbeat.testing import EmulatorProcess
 
 INTERVAL, LEASE = 1.0, 5.0
@@ -49,7 +51,7 @@ class Warnings(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-async def job(client: SendTimes, task_id: str, work: Callable[[], Any]) -> str:
+async def job(client: Any, task_id: str, work: Callable[[], Any]) -> str:
     try:
         async with Heartbeat(client, task_id, interval=INTERVAL, lease_timeout=LEASE):
             await anyio.sleep(0.2)
@@ -68,24 +70,39 @@ async def measure() -> list[tuple[str, str, float, str]]:
     async def block(seconds: float) -> None:
         time.sleep(seconds)  # noqa: ASYNC251 - the blocking job code this measures
 
-    scenarios: list[tuple[str, Callable[[], Any]]] = [
-        ("`time.sleep(2.5)` in the job", lambda: block(2.5)),
-        ("`time.sleep(6)` in the job", lambda: block(6)),
+    scenarios: list[tuple[str, Callable[[], Any], bool]] = [
+        ("`time.sleep(2.5)` in the job", lambda: block(2.5), False),
+        ("`time.sleep(6)` in the job", lambda: block(6), False),
         (
             "`await anyio.to_thread.run_sync(time.sleep, 6)`",
             lambda: anyio.to_thread.run_sync(time.sleep, 6),
+            False,
         ),
+        ("`time.sleep(6)` in the job, beside a `ReportingThread`", lambda: block(6), True),
     ]
     rows = []
     async with (
         EmulatorProcess(record_calls=False, report_timeout=LEASE) as dp,
         bench_client(dp.url, 10) as raw,
     ):
-        for label, work in scenarios:
-            client = SendTimes(raw)
+        for label, work, threaded in scenarios:
             warnings.messages.clear()
             task_id = await dp.add_task()
-            outcome = await job(client, task_id, work)
+            if threaded:
+                recorded: list[SendTimes] = []
+
+                @contextlib.asynccontextmanager
+                async def recording() -> AsyncIterator[SendTimes]:
+                    async with bench_client(dp.url, 10) as own:
+                        recorded.append(SendTimes(own))
+                        yield recorded[0]
+
+                async with ReportingThread(recording) as reporting:
+                    outcome = await job(reporting, task_id, work)
+                client = recorded[0]
+            else:
+                client = SendTimes(raw)
+                outcome = await job(client, task_id, work)
             sent = [*client.sent, anyio.current_time()]
             silence = max(b - a for a, b in itertools.pairwise(sent))
             said = "; ".join(warnings.messages).replace(task_id, "…") or "nothing"

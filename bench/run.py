@@ -50,6 +50,7 @@ BENCHMARKS: dict[str, list[str]] = {
         "bench/contention.py cpu --rounds 3 --pools 10 400",
     ],
     "blocked": ["bench/blocked_loop.py"],
+    "thread": ["bench/reporting_thread.py --rounds 3 --tasks 200 --seconds 4"],
 }
 
 

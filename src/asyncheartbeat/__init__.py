@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ._errors import CancelReason, HeartbeatError, TaskStopped
     from ._heartbeat import Heartbeat, run_with_heartbeat
     from ._reporter import Reporter
+    from ._reporting_thread import ReportingThread
     from ._runner import FailTask, PreconditionFalse, TaskEvent, TaskRunner
     from ._task import PipelineObject, Task
     from ._threaded import ThreadedClient
@@ -28,6 +29,7 @@ _MODULES = {
     "PreconditionFalse": "._runner",
     "ProgressClient": "._datapipeline",
     "Reporter": "._reporter",
+    "ReportingThread": "._reporting_thread",
     "Task": "._task",
     "TaskEvent": "._runner",
     "TaskRunner": "._runner",
@@ -46,6 +48,7 @@ __all__ = [
     "PreconditionFalse",
     "ProgressClient",
     "Reporter",
+    "ReportingThread",
     "Task",
     "TaskEvent",
     "TaskRunner",

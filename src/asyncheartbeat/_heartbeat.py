@@ -12,12 +12,12 @@ from typing import TypeVar, TypeVarTuple
 import anyio
 import anyio.lowlevel
 
-from ._clock import current_time
 from ._datapipeline import ProgressClient
 from ._errors import CancelReason, HeartbeatError
 from ._fields import FieldsInput, ProgressFields, check_task_id
 from ._reporter import Lease, Reporter
-from ._reporter._lease import Stage
+from ._reporter._lease import LeaseReporter, Stage
+from ._reporting_thread import ReportingThread
 from ._timing import Timing
 
 T = TypeVar("T")
@@ -47,7 +47,8 @@ class Heartbeat:
     Args:
         client: An aiobotocore DataPipeline client (made with `client_config` for the
             right retries and timeouts), any object with an async ``report_task_progress``
-            (see `ProgressClient`), or a `Reporter`. Heartbeats given one client share
+            (see `ProgressClient`), a `Reporter`, or a `ReportingThread` (the reports
+            then go on while the body blocks the loop). Heartbeats given one client share
             its reporter.
         task_id: The ``taskId`` PollForTask handed out, checked against the service's model
             (1 to 2,048 characters).
@@ -93,7 +94,7 @@ class Heartbeat:
 
     def __init__(
         self,
-        client: ProgressClient | Reporter,
+        client: ProgressClient | Reporter | ReportingThread,
         task_id: str,
         *,
         interval: float = 60.0,
@@ -103,16 +104,23 @@ class Heartbeat:
         raise_on_cancel: bool = True,
         stall_timeout: float | None = None,
     ) -> None:
-        raw_client = client.client if isinstance(client, Reporter) else client
-        if not callable(getattr(raw_client, "report_task_progress", None)):
-            raise TypeError(
-                f"client must have a report_task_progress coroutine method "
-                f"(an aiobotocore 'datapipeline' client), got {type(raw_client).__name__}"
-            )
-        self._reporter = Reporter.of(client)
+        self._reporter: LeaseReporter
+        if isinstance(client, ReportingThread):
+            self._reporter = client
+        else:
+            raw_client = client.client if isinstance(client, Reporter) else client
+            if not callable(getattr(raw_client, "report_task_progress", None)):
+                raise TypeError(
+                    f"client must have a report_task_progress coroutine method "
+                    f"(an aiobotocore 'datapipeline' client), got {type(raw_client).__name__}"
+                )
+            self._reporter = Reporter.of(client)
         self.task_id = check_task_id(task_id)
         timing = Timing.check(interval, lease_timeout, call_timeout, stall_timeout)
         self._fields = ProgressFields(fields)
+        # Fields may be set from any thread beside a ReportingThread: one change at a time,
+        # each published as one snapshot.
+        self._fields_lock = threading.Lock()
         self._lease = Lease(self.task_id, timing, (self._fields.version, self._fields.wire()))
         self._raise_on_cancel = raise_on_cancel
         # Whether the body runs under a stall watchdog, which progress() then feeds.
@@ -156,9 +164,7 @@ class Heartbeat:
                 would pass the service's limits (50 fields, 15,360 UTF-8 bytes).
             HeartbeatError: The heartbeat has ended: nothing would report the field.
         """
-        self._check_not_ended()
-        self._fields.set(key, "stringValue", value)
-        self._fields_changed()
+        self._change_fields(lambda fields: fields.set(key, "stringValue", value))
 
     def set_ref(self, key: str, object_id: str) -> None:
         """Set a ``refValue`` field (another pipeline object's id); the next report carries it.
@@ -172,9 +178,7 @@ class Heartbeat:
             ValueError: As for `set_field`.
             HeartbeatError: The heartbeat has ended.
         """
-        self._check_not_ended()
-        self._fields.set(key, "refValue", object_id)
-        self._fields_changed()
+        self._change_fields(lambda fields: fields.set(key, "refValue", object_id))
 
     def remove_field(self, key: str) -> None:
         """Stop sending ``key``. The service keeps the value it already has.
@@ -186,39 +190,42 @@ class Heartbeat:
         Raises:
             HeartbeatError: The heartbeat has ended.
         """
-        self._check_not_ended()
-        self._fields.remove(key)
-        self._fields_changed()
+        self._change_fields(lambda fields: fields.remove(key))
 
     def progress(self) -> None:
         """Tell the stall watchdog that the work advances, without a field to set.
 
-        Nothing is sent: this only notes the time (anyio's clock), so it may be called
-        once per turn of a loop. Without a ``stall_timeout``, and outside the body, it does
-        nothing. Call it from the event loop's thread; from a worker thread, through
-        ``anyio.from_thread.run_sync(hb.progress)``.
+        Nothing is sent: this only notes the time, so it may be called once per turn of a
+        loop. Without a ``stall_timeout``, and outside the body, it does nothing. Beside a
+        `ReportingThread` it works from any thread, blocking code included; otherwise call
+        it from the event loop's thread (from a worker thread, through
+        ``anyio.from_thread.run_sync(hb.progress)``).
 
         Raises:
-            HeartbeatError: Called from another thread while a watchdog runs.
+            HeartbeatError: Called from another thread while a watchdog runs on the loop.
         """
         if self._watching:
             try:
-                self._lease.last_progress = current_time()
+                self._lease.last_progress = self._reporter.clock()
             except RuntimeError as exc:  # anyio's NoEventLoopError: not the loop's thread
                 raise HeartbeatError(
                     "progress() needs the event loop's thread: from a worker thread, call "
                     "anyio.from_thread.run_sync(hb.progress)"
                 ) from exc
 
-    def _fields_changed(self) -> None:
-        # One snapshot, replaced whole: the reporter reads a consistent version and list.
-        self._lease.fields = (self._fields.version, self._fields.wire())
+    def _change_fields(self, change: Callable[[ProgressFields], None]) -> None:
+        self._check_not_ended()
+        with self._fields_lock:
+            change(self._fields)
+            # One snapshot, replaced whole: the reporter reads a consistent version and list.
+            self._lease.fields = (self._fields.version, self._fields.wire())
         self.progress()
 
     @property
     def fields(self) -> list[dict[str, str]]:
         """The fields the next report will carry, in the API's shape (a copy)."""
-        return [dict(field) for field in self._fields.wire()]
+        with self._fields_lock:
+            return [dict(field) for field in self._fields.wire()]
 
     def _check_not_ended(self) -> None:
         if self._lease.stage in (Stage.CLOSING, Stage.CLOSED):
@@ -308,19 +315,13 @@ class Heartbeat:
                 "thread, call anyio.from_thread.run(hb.beat)"
             )
         self.progress()
-        wanted = self._reporter.beat(lease)
-        while (
-            lease.last_answered_attempt < wanted
-            and lease.stage is Stage.RUNNING
-            and lease.verdict is None
-        ):
-            await lease.wait_for_change()
+        carried = await self._reporter.beat(lease)
         if lease.verdict is not None:
             # Called from the body, the body's own cancellation is delivered right here;
             # called from elsewhere, the caller learns of it from TaskStopped.
             await anyio.lowlevel.checkpoint()
             raise lease.stopped() from lease.verdict.error
-        if lease.last_answered_attempt < wanted:
+        if not carried:
             raise HeartbeatError(f"the heartbeat of task {self.task_id!r} ended before beat()")
 
 

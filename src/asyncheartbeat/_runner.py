@@ -22,6 +22,7 @@ from ._heartbeat import Heartbeat, NotAsyncError, run_under
 from ._log import fields, one_line
 from ._model import member_shape
 from ._reporter import Reporter
+from ._reporting_thread import ReportingThread
 from ._service import Answered, Final, Transient
 from ._task import Task
 from ._timing import Timing, check_seconds, jittered_backoff
@@ -135,8 +136,9 @@ class TaskRunner:
 
     Args:
         client: An aiobotocore DataPipeline client whose read timeout outlasts the 90 s long
-            poll (make it with `TaskRunner.client_config`), a `ThreadedClient` (on trio), or
-            its `Reporter`.
+            poll (make it with `TaskRunner.client_config`), a `ThreadedClient` (on trio), its
+            `Reporter`, or a `ReportingThread`: every call (polls, statuses, heartbeats) then
+            goes from its thread, and the reports go on while a handler blocks the loop.
         worker_group: The worker group to poll, exactly as the pipeline names it.
         handler: ``async def handler(task: Task, heartbeat: Heartbeat)``, called once per
             task under its heartbeat. Returning reports FINISHED; raising `FailTask` or
@@ -173,7 +175,8 @@ class TaskRunner:
             `ThreadedClient`).
 
     Attributes:
-        reporter: The `Reporter` every call of the runner and its heartbeats goes through.
+        reporter: What every call of the runner and its heartbeats goes through: the
+            client's `Reporter`, or the `ReportingThread` given.
         worker_group: The worker group it polls.
         hostname: The hostname it sends.
         taskrunner_id: The ``taskrunnerId`` it sends.
@@ -201,23 +204,26 @@ class TaskRunner:
         on_event: Callable[[TaskEvent], object] | None = None,
         stall_timeout: float | None = None,
     ) -> None:
-        raw_client = client.client if isinstance(client, Reporter) else client
-        for method in ("poll_for_task", "report_task_progress", "set_task_status",
-                       "report_task_runner_heartbeat"):  # fmt: skip
-            if not callable(getattr(raw_client, method, None)):
-                raise TypeError(
-                    f"client must have a {method} method (an aiobotocore 'datapipeline' "
-                    f"client), got {type(raw_client).__name__}"
-                )
-        _check_read_timeout(raw_client)
+        if not isinstance(client, ReportingThread):  # whose client is made in its thread
+            raw_client = client.client if isinstance(client, Reporter) else client
+            for method in ("poll_for_task", "report_task_progress", "set_task_status",
+                           "report_task_runner_heartbeat"):  # fmt: skip
+                if not callable(getattr(raw_client, method, None)):
+                    raise TypeError(
+                        f"client must have a {method} method (an aiobotocore 'datapipeline' "
+                        f"client), got {type(raw_client).__name__}"
+                    )
+            _check_read_timeout(raw_client)
         if not callable(handler):
             raise TypeError(f"handler must be an async function, got {type(handler).__name__}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(
                 f"concurrency must be a whole number of at least 1, not {concurrency!r}"
             )
-        #: The reporter every call of this runner and its heartbeats goes through.
-        self.reporter = Reporter.of(client)
+        #: What every call of this runner and its heartbeats goes through.
+        self.reporter: Reporter | ReportingThread = (
+            client if isinstance(client, ReportingThread) else Reporter.of(client)
+        )
         if worker_group == "":
             raise ValueError("worker_group must not be empty: PollForTask matches it exactly")
         self.worker_group = check_member(
@@ -533,7 +539,8 @@ class TaskRunner:
         """SetTaskStatus, retried on transient failures for as long as the task is ours: until
         the lease bought by the report sent at ``since`` (or the task's acknowledgement
         window, for a task never reported) runs out. True once it landed, else the failure."""
-        now = current_time()
+        # On the reporter's clock, which ``since`` (a heartbeat's last_success) is read on.
+        now = self.reporter.clock()
         if since is None:
             give_up_at = now + min(self._timing.lease_timeout, ACKNOWLEDGEMENT_LIMIT)
         else:
@@ -626,7 +633,8 @@ class TaskRunner:
             try:
                 result = await self.reporter.calls.call(
                     "ReportTaskRunnerHeartbeat", params,
-                    deadline=current_time() + interval, backoff_start=1.0, backoff_cap=interval,
+                    deadline=self.reporter.clock() + interval, backoff_start=1.0,
+                    backoff_cap=interval,
                 )  # fmt: skip
             except Exception as error:  # a plain one out of run(), after the grace
                 self._fail(error)

@@ -1,18 +1,24 @@
 """One task's lease, as a heartbeat hands it to its reporter: the seam between the two.
 
-The body's side (`Heartbeat`) writes only ``fields`` (a snapshot, replaced whole),
-``last_progress`` and ``beat_wanted_by``, and reads what the reporter wrote; the reporter's
-side writes the rest, and cancels ``body_scope`` with the verdict. Nothing else crosses.
+The body's side (`Heartbeat`) writes only ``fields`` (a snapshot, replaced whole) and
+``last_progress``, and reads what the reporter wrote; the reporter's side writes the rest,
+and stops the body with the verdict (`Lease.stop_body`). Nothing else crosses. Each of
+those is one value replaced whole, so the two sides may run on different threads
+(`ReportingThread`).
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import math
+from typing import Protocol
 
 import anyio
+import anyio.lowlevel
 
 from asyncheartbeat._errors import CancelReason, TaskStopped
+from asyncheartbeat._loops import run_soon_on
 from asyncheartbeat._service import Final, Outcome
 from asyncheartbeat._timing import Timing
 
@@ -36,6 +42,7 @@ class Lease:
         "attempts_started",
         "beat_wanted_by",
         "beats",
+        "body_loop",
         "body_scope",
         "changed",
         "crash",
@@ -67,9 +74,12 @@ class Lease:
         self.fields = fields
         #: When the body last progressed (the stall watchdog's clock); set as the body starts.
         self.last_progress = 0.0
+        #: The event loop the body runs on, when it is not the reporter's (set before
+        #: `start`): the body's scope is then cancelled through it.
+        self.body_loop: anyio.lowlevel.EventLoopToken | None = None
+        # -- written by the reporter --
         #: The attempt number the most demanding beat() waits for.
         self.beat_wanted_by = 0
-        # -- written by the reporter --
         self.stage = Stage.NEW
         self.body_scope = anyio.CancelScope()
         #: Why the work was stopped (a `Final`), or None while it goes on.
@@ -116,6 +126,15 @@ class Lease:
     def cancel_reason(self) -> CancelReason | None:
         return self.verdict.reason if self.verdict is not None else None
 
+    def stop_body(self, reason: str) -> None:
+        """Cancel the body's scope, on the body's own event loop: a body on another thread's
+        loop is stopped at its first await once that loop runs again."""
+        loop = self.body_loop
+        if loop is None:
+            self.body_scope.cancel(reason=reason)
+            return
+        run_soon_on(loop, functools.partial(self.body_scope.cancel, reason=reason))
+
     def wake(self) -> None:
         """Tell whoever waits on the lease (beat(), the end) that something changed."""
         if self.changed is not None:
@@ -126,3 +145,18 @@ class Lease:
         if self.changed is None:
             self.changed = anyio.Event()
         await self.changed.wait()
+
+
+class LeaseReporter(Protocol):
+    """What a heartbeat asks of whoever keeps its lease: a `Reporter` on the heartbeat's own
+    loop, or a `ReportingThread`."""
+
+    def clock(self) -> float:
+        """The clock the lease's times are read on; `Heartbeat.progress` notes the time on it."""
+        ...
+
+    async def start(self, lease: Lease) -> None: ...
+
+    async def beat(self, lease: Lease) -> bool: ...
+
+    async def end(self, lease: Lease, *, report_last: bool) -> None: ...

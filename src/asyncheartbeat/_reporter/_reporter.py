@@ -155,6 +155,30 @@ class Reporter:
         rate = self.calls.rates.get(operation)
         return rate.rate if rate is not None else None
 
+    def clock(self) -> float:
+        """The clock every time of a lease is read on: anyio's, on the reporter's loop."""
+        return current_time()
+
+    def held(self) -> list[str]:
+        """The task ids of the leases this reporter holds now."""
+        return list(self._leases)
+
+    async def close(self, error: HeartbeatError) -> list[str]:
+        """Stop every lease still held, each body with ``error``, and end them (their last
+        reports are not sent): what a `ReportingThread` does as it is left.
+
+        Args:
+            error: What each body's heartbeat raises as it ends.
+
+        Returns:
+            The task ids of the leases that were stopped.
+        """
+        held = list(self._leases.values())
+        for lease in held:
+            self._crashed(lease, error)
+            await self.end(lease, report_last=False)
+        return [lease.task_id for lease in held]
+
     # -- the seam: what a heartbeat asks of its reporter ----------------------------------
 
     async def start(self, lease: Lease) -> None:
@@ -213,15 +237,16 @@ class Reporter:
             self._schedule.set(lease, Timer.STALL, now + stall_timeout)
         self.calls.emit(Event(EventKind.ACKNOWLEDGED, self._service.renew_operation, lease.task_id))
 
-    def beat(self, lease: Lease) -> int:
-        """Ask for a report carrying the current fields (`Heartbeat.beat` calls this).
+    async def beat(self, lease: Lease) -> bool:
+        """Ask for a report carrying the current fields, and wait for its answer
+        (`Heartbeat.beat` calls this).
 
         Args:
             lease: The task's lease.
 
         Returns:
-            The attempt number whose answer says the fields were carried: the lease's
-            ``last_answered_attempt`` reaches it.
+            Whether a report carrying the fields was answered; False if a verdict came or
+            the heartbeat ended first.
         """
         in_flight = lease.in_flight
         if in_flight is not None and in_flight[1] == lease.fields[0]:
@@ -231,7 +256,13 @@ class Reporter:
         lease.beat_wanted_by = max(lease.beat_wanted_by, wanted)
         if lease.report_timer:  # between reports: the next one goes now
             self._schedule.set(lease, Timer.BEAT, current_time())
-        return wanted
+        while (
+            lease.last_answered_attempt < wanted
+            and lease.stage is Stage.RUNNING
+            and lease.verdict is None
+        ):
+            await lease.wait_for_change()
+        return lease.last_answered_attempt >= wanted
 
     async def end(self, lease: Lease, *, report_last: bool) -> None:
         """Stop reporting for ``lease`` now (neither a timer nor a call in flight is waited
@@ -242,6 +273,8 @@ class Reporter:
             lease: The task's lease.
             report_last: Send one last report first, bounded by the call timeout.
         """
+        if lease.stage in (Stage.CLOSING, Stage.CLOSED):
+            return  # ended already (a ReportingThread that was left ends its leases)
         if lease.verdict is None and current_time() >= lease.lease_end():
             # A body that blocked the loop past the lease, then ended without another await:
             # no verdict could reach it, and the task is probably someone else's by now.
@@ -581,7 +614,7 @@ class Reporter:
                 reason=stop.reason, description=stop.description, error=stop.error,
             )
         )  # fmt: skip
-        lease.body_scope.cancel(reason=f"asyncheartbeat: {lease.stopped()}")
+        lease.stop_body(f"asyncheartbeat: {lease.stopped()}")
         lease.wake()
 
     def _crashed(self, lease: Lease, exc: BaseException) -> None:
@@ -594,5 +627,5 @@ class Reporter:
             )  # fmt: skip
         if lease.crash is None:
             lease.crash = exc
-        lease.body_scope.cancel(reason=f"asyncheartbeat: heartbeat of {lease.task_id!r} failed")
+        lease.stop_body(f"asyncheartbeat: heartbeat of {lease.task_id!r} failed")
         lease.wake()

@@ -30,6 +30,8 @@ class EventKind(enum.StrEnum):
         VERDICT: A heartbeat stopped its work, for ``reason``.
         OVERLOADED: Over the last window, more reports were late than the client can
             explain by errors.
+        LOOP_BLOCKED: Seen from a `ReportingThread`: the event loop its heartbeats' bodies
+            run on has not run for ``delay`` seconds (once per block).
     """
 
     #: The service answered a call.
@@ -58,6 +60,9 @@ class EventKind(enum.StrEnum):
     VERDICT = "verdict"
     #: Over the last window, more reports were late than the client can explain by errors.
     OVERLOADED = "overloaded"
+    #: Seen from a `ReportingThread`: the event loop its heartbeats' bodies run on has not
+    #: run for ``delay`` seconds (once per block).
+    LOOP_BLOCKED = "loop-blocked"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

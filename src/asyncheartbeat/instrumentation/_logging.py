@@ -120,6 +120,11 @@ class LoggingHook:
                 )  # fmt: skip
             case EventKind.OVERLOADED:
                 logger.warning("heartbeats overloaded: %s", detail, extra=extra)
+            case EventKind.LOOP_BLOCKED:
+                logger.warning(
+                    "the job's event loop has not run for %.2f s (blocking code in an async "
+                    "task?): %s", event.delay, detail, extra=extra,
+                )  # fmt: skip
 
     def _warn(self, message: str, *args: object, extra: dict[str, Any]) -> None:
         try:
