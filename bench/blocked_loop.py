@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -49,6 +50,14 @@ class Warnings(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
+
+
+@contextlib.asynccontextmanager
+async def recording(url: str, made: list[SendTimes]) -> AsyncIterator[SendTimes]:
+    """A client that notes its send times, made in the reporting thread."""
+    async with bench_client(url, 10) as client:
+        made.append(SendTimes(client))
+        yield made[-1]
 
 
 async def job(client: Any, task_id: str, work: Callable[[], Any]) -> str:
@@ -89,17 +98,11 @@ async def measure() -> list[tuple[str, str, float, str]]:
             warnings.messages.clear()
             task_id = await dp.add_task()
             if threaded:
-                recorded: list[SendTimes] = []
-
-                @contextlib.asynccontextmanager
-                async def recording() -> AsyncIterator[SendTimes]:
-                    async with bench_client(dp.url, 10) as own:
-                        recorded.append(SendTimes(own))
-                        yield recorded[0]
-
-                async with ReportingThread(recording) as reporting:
+                made: list[SendTimes] = []
+                make = functools.partial(recording, dp.url, made)
+                async with ReportingThread(make) as reporting:
                     outcome = await job(reporting, task_id, work)
-                client = recorded[0]
+                client = made[0]
             else:
                 client = SendTimes(raw)
                 outcome = await job(client, task_id, work)

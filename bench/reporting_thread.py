@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from _client import FIELDS, add_tasks, bench_client
 
 from asyncheartbeat import Heartbeat, ReportingThread
@@ -44,6 +45,7 @@ async def keeper(mode: str, url: str) -> AsyncIterator[Any]:
 async def cpu_per_report(mode: str, dp: EmulatorProcess, tasks: int, seconds: float) -> float:
     task_ids = await add_tasks(dp, tasks)
     beats: list[Heartbeat] = []
+    all_in = anyio.Event()
     async with keeper(mode, dp.url) as reporting:
 
         async def hold(task_id: str) -> None:
@@ -51,13 +53,14 @@ async def cpu_per_report(mode: str, dp: EmulatorProcess, tasks: int, seconds: fl
                 reporting, task_id, interval=INTERVAL, lease_timeout=LEASE, fields=FIELDS
             ) as hb:
                 beats.append(hb)
+                if len(beats) == tasks:
+                    all_in.set()
                 await anyio.sleep(seconds)
 
         async with anyio.create_task_group() as group:
             for task_id in task_ids:
                 group.start_soon(hold, task_id)
-            while len(beats) < tasks:  # the acknowledgements are not the steady state
-                await anyio.sleep(0.05)
+            await all_in.wait()  # the acknowledgements are not the steady state
             before = (time.process_time(), sum(hb.beats for hb in beats))
         after = (time.process_time(), sum(hb.beats for hb in beats))
     return (after[0] - before[0]) / (after[1] - before[1])
@@ -66,7 +69,7 @@ async def cpu_per_report(mode: str, dp: EmulatorProcess, tasks: int, seconds: fl
 async def memory_per_heartbeat(mode: str, dp: EmulatorProcess, tasks: int) -> float:
     task_ids = await add_tasks(dp, tasks)
     async with keeper(mode, dp.url) as reporting:
-        held = anyio.Event()
+        held, all_in = anyio.Event(), anyio.Event()
         entered = 0
         tracemalloc.start()
         start = tracemalloc.take_snapshot()
@@ -75,14 +78,16 @@ async def memory_per_heartbeat(mode: str, dp: EmulatorProcess, tasks: int) -> fl
             nonlocal entered
             async with Heartbeat(reporting, task_id, interval=60, lease_timeout=300):
                 entered += 1
+                if entered == tasks:
+                    all_in.set()
                 await held.wait()
 
         async with anyio.create_task_group() as group:
             for task_id in task_ids:
                 group.start_soon(hold, task_id)
-            while entered < tasks:
-                await anyio.sleep(0.05)
-            grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(start, "filename"))
+            await all_in.wait()
+            now = tracemalloc.take_snapshot()
+            grown = sum(stat.size_diff for stat in now.compare_to(start, "filename"))
             tracemalloc.stop()
             held.set()
     return grown / tasks
@@ -110,7 +115,7 @@ async def body_seconds(setup: Callable[[], Any], dp: EmulatorProcess, n: int) ->
             started = time.perf_counter()
             spin(n)  # blocks the job's loop: only the thread reports meanwhile
             elapsed = time.perf_counter() - started
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         return elapsed
 
 
@@ -154,7 +159,7 @@ async def measure(rounds: int, tasks: int, seconds: float) -> None:
     )
     print(
         f"| a pure-Python CPU-bound body ({n:,} turns) beside the thread, 100 heartbeats "
-        f"reporting | – | {med(slowdown):.2f}× its time alone | – |"
+        f"reporting | - | {med(slowdown):.2f} x its time alone | - |"
     )
 
 
