@@ -319,5 +319,45 @@ async def test_a_task_runner_keeps_a_blocking_handlers_lease_and_reports_it_fini
     task_id = seen[0].task.task_id
     reports = await emulator.reports(task_id)
     assert len(reports) >= 2 * LEASE / INTERVAL - 2  # they went on through the block
-    [status] = [c for c in await emulator.calls() if c.operation == "SetTaskStatus"]
+    calls = await emulator.calls()
+    [status] = [c for c in calls if c.operation == "SetTaskStatus" and c.task_id == task_id]
     assert status.params["taskStatus"] == "FINISHED"
+
+
+async def test_a_task_runner_reports_a_handler_stuck_in_sync_code_failed_from_the_thread(
+    emulator: EmulatorProcess,
+) -> None:
+    """A handler that never yields before its lease ends is STALLED, and the thread reports
+    the task FAILED at once, naming where the handler is stuck; nothing is sent twice."""
+    stall = 0.4
+    await emulator.add_pipeline(worker_group="stuck")
+    seen: list[TaskEvent] = []
+    block_ended: list[float] = []
+
+    async def handle(task: Task, hb: Heartbeat) -> None:
+        runner.stop()
+        block_the_loop(2 * LEASE)
+        block_ended.append(time.monotonic())
+        await anyio.lowlevel.checkpoint()
+
+    async with ReportingThread(maker(emulator)) as reporting:
+        runner = TaskRunner(
+            reporting, worker_group="stuck", handler=handle, interval=INTERVAL,
+            lease_timeout=LEASE, stall_timeout=stall, on_event=seen.append,
+        )  # fmt: skip
+        with anyio.fail_after(20):
+            await runner.run()
+    assert [(e.kind, e.reason) for e in seen] == [
+        ("started", None),
+        ("failed", CancelReason.STALLED),
+    ]
+    task_id = seen[0].task.task_id
+    calls = await emulator.calls()
+    [status] = [c for c in calls if c.operation == "SetTaskStatus" and c.task_id == task_id]
+    assert status.params["taskStatus"] == "FAILED"
+    assert status.params["errorId"] == "TaskStalled"
+    assert "block_the_loop" in status.params["errorStackTrace"]
+    answered = [c.received_at for c in await emulator.reports(task_id)]
+    assert status.received_at < block_ended[0]  # sent during the block, from the thread
+    assert status.received_at < answered[-1] + LEASE  # while the task was still ours
+    assert all(at < status.received_at for at in answered)  # no report after it

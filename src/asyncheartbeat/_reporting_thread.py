@@ -17,8 +17,9 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, TypeVar, TypeVarTuple
+from typing import Any, Generic, TypeVar, TypeVarTuple
 
 import anyio
 import anyio.from_thread
@@ -274,6 +275,18 @@ class ReportingThread:
             if lease.crash is None:
                 lease.crash = exc
 
+    def start_in_thread(
+        self, fn: Callable[[*PosArgs], Awaitable[T]], *args: *PosArgs
+    ) -> InThread[T]:
+        """Start ``fn(*args)`` in the thread, not waiting for it (a `TaskRunner` watches its
+        stalled tasks there); its result is awaited on the caller's loop."""
+        loop = anyio.lowlevel.current_token()
+        try:
+            future = self._thread_side().portal.start_task_soon(fn, *args)
+        except RuntimeError as exc:
+            raise HeartbeatError("the ReportingThread has ended") from exc
+        return InThread(loop, future)
+
     @property
     def calls(self) -> CallsInThread:
         """The reporter's calls, made in the thread (a `TaskRunner`'s polls and statuses)."""
@@ -318,6 +331,19 @@ class ReportingThread:
                     )
                 )  # fmt: skip
         running.stop.set()
+
+
+class InThread(Generic[T]):
+    """A coroutine running in a reporting thread; its result awaited on another loop."""
+
+    def __init__(self, loop: anyio.lowlevel.EventLoopToken, future: Future[T]) -> None:
+        self._future = future
+        self._done = anyio.Event()
+        future.add_done_callback(lambda _: run_soon_on(loop, self._done.set))
+
+    async def result(self) -> T:
+        await self._done.wait()
+        return self._future.result()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import socket
+import sys
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,7 +23,8 @@ from ._heartbeat import Heartbeat, NotAsyncError, run_under
 from ._log import fields, one_line
 from ._model import member_shape
 from ._reporter import Reporter
-from ._reporting_thread import ReportingThread
+from ._reporter._lease import Stage
+from ._reporting_thread import InThread, ReportingThread
 from ._service import Answered, Final, Transient
 from ._task import Task
 from ._timing import Timing, check_seconds, jittered_backoff
@@ -408,6 +410,7 @@ class TaskRunner:
             stall_timeout=self._timing.stall_timeout,
         )
         self._copies[task.task_id] = heartbeat
+        stall_watch = self._watch_stall(heartbeat)
 
         def event(kind: EventKind, **details: Any) -> TaskEvent:
             return TaskEvent(kind, task, current_time() - started, **details)
@@ -423,17 +426,18 @@ class TaskRunner:
             if fields is None:
                 fields = _error_fields(error) if status == "FAILED" and error is not None else {}
             outcome = await self._set_status(task.task_id, status, heartbeat.last_success, **fields)
-            if outcome is True:
-                self._emit(event(kind, reason=reason, error=error))
-            else:
-                self._emit(
-                    event("unreported", reason=getattr(outcome, "reason", None), error=error)
-                )
+            self._emit_ended(event(kind, reason=reason, error=error), outcome)
 
         async def fail_stalled(error: Exception) -> None:
             # Still ours, unlike every other reason: FAILED, so that the service retries it.
             assert self._timing.stall_timeout is not None
-            fields = _stalled_fields(stalled_detail(self._timing.stall_timeout), error)
+            if stall_watch is not None and (outcome := await stall_watch.result()) is not None:
+                if isinstance(outcome, Exception):  # raised rather than failed
+                    self._fail(outcome)
+                    outcome = Transient(_printable(outcome, str), error=outcome)
+                self._emit_ended(event("failed", reason=CancelReason.STALLED, error=error), outcome)
+                return
+            fields = _stalled_fields(stalled_detail(self._timing.stall_timeout), _stopped_at(error))
             await end("FAILED", "failed", error, fields=fields, reason=CancelReason.STALLED)
 
         try:
@@ -469,6 +473,46 @@ class TaskRunner:
             del self._copies[task.task_id]
             self.running -= 1
             self._slots.release()
+
+    def _emit_ended(self, ended: TaskEvent, outcome: Literal[True] | Transient | Final) -> None:
+        """The task's last event: ``ended`` if its status landed, else ``unreported``."""
+        if outcome is not True:
+            reason = getattr(outcome, "reason", None)
+            ended = dataclasses.replace(ended, kind="unreported", reason=reason)
+        self._emit(ended)
+
+    def _watch_stall(
+        self, heartbeat: Heartbeat
+    ) -> InThread[Literal[True] | Transient | Final | Exception | None] | None:
+        """With a `ReportingThread` and a stall timeout: watch for a stall in the thread. A
+        handler stuck in sync code may not yield before its lease ends, so the thread
+        reports it FAILED itself."""
+        if not isinstance(self.reporter, ReportingThread) or self._timing.stall_timeout is None:
+            return None
+        return self.reporter.start_in_thread(self._fail_stalled_in_thread, heartbeat)
+
+    async def _fail_stalled_in_thread(
+        self, heartbeat: Heartbeat
+    ) -> Literal[True] | Transient | Final | Exception | None:
+        """In the `ReportingThread`: once the heartbeat finds the handler stalled, end its
+        reports and report the task FAILED at once, with where the handler is stuck. None if
+        the heartbeat ended first, or for another reason (the handler's side reports it)."""
+        assert isinstance(self.reporter, ReportingThread)
+        assert self._timing.stall_timeout is not None
+        reporter, lease = self.reporter.reporter, heartbeat._lease
+        while lease.verdict is None and lease.stage is not Stage.CLOSED:
+            await lease.wait_for_change()
+        if lease.cancel_reason is not CancelReason.STALLED or lease.stage is not Stage.RUNNING:
+            return None
+        frame = sys._current_frames().get(heartbeat._thread or 0)
+        where = "".join(traceback.format_stack(frame)) if frame is not None else None
+        since = lease.last_success
+        await reporter.end(lease, report_last=False)  # this status says all there is to say
+        fields = _stalled_fields(stalled_detail(self._timing.stall_timeout), where)
+        try:
+            return await self._send_status(reporter, lease.task_id, "FAILED", since, **fields)
+        except Exception as error:  # handed to the runner's side, which fails on it
+            return error
 
     async def _acknowledge_duplicate(self, task: Task) -> None:
         """A poll handed out a task already running here: the running copy keeps it, and
@@ -536,27 +580,38 @@ class TaskRunner:
     async def _set_status(
         self, task_id: str, status: str, since: float | None, **error_fields: str
     ) -> Literal[True] | Transient | Final:
+        """SetTaskStatus, as `_send_status` says, through the runner's reporter."""
+        try:
+            return await self._send_status(self.reporter, task_id, status, since, **error_fields)
+        except Exception as error:  # a plain one out of run(), after the grace
+            self._fail(error)
+            return Transient(_printable(error, str), error=error)
+
+    async def _send_status(
+        self,
+        via: Reporter | ReportingThread,
+        task_id: str,
+        status: str,
+        since: float | None,
+        **error_fields: str,
+    ) -> Literal[True] | Transient | Final:
         """SetTaskStatus, retried on transient failures for as long as the task is ours: until
         the lease bought by the report sent at ``since`` (or the task's acknowledgement
         window, for a task never reported) runs out. True once it landed, else the failure."""
         # On the reporter's clock, which ``since`` (a heartbeat's last_success) is read on.
-        now = self.reporter.clock()
+        now = via.clock()
         if since is None:
             give_up_at = now + min(self._timing.lease_timeout, ACKNOWLEDGEMENT_LIMIT)
         else:
             give_up_at = since + self._timing.lease_timeout
-        try:
-            result = await self.reporter.calls.call(
-                "SetTaskStatus",
-                {"taskId": task_id, "taskStatus": status, **error_fields},
-                deadline=give_up_at,
-                task_id=task_id,
-                backoff_start=self._timing.backoff_start,
-                backoff_cap=self._timing.interval,
-            )
-        except Exception as error:  # a plain one out of run(), after the grace
-            self._fail(error)
-            return Transient(_printable(error, str), error=error)
+        result = await via.calls.call(
+            "SetTaskStatus",
+            {"taskId": task_id, "taskStatus": status, **error_fields},
+            deadline=give_up_at,
+            task_id=task_id,
+            backoff_start=self._timing.backoff_start,
+            backoff_cap=self._timing.interval,
+        )
         if isinstance(result, Answered):
             return True
         if isinstance(result, Final):
@@ -660,14 +715,20 @@ def _check_read_timeout(client: Any) -> None:
         )
 
 
-def _stalled_fields(detail: str, error: Exception) -> dict[str, str]:
-    """The error fields of a task stopped as stalled: its errorId and ``detail``, and as
-    errorStackTrace, where the handler was waiting when it was stopped: the stack of the
-    cancellation that stopped it (the `TaskStopped`'s or its cleanup's context)."""
-    trace = f"{STALLED_ERROR_ID}: {detail}\n"
+def _stopped_at(error: Exception) -> str | None:
+    """Where the handler was waiting when it was stopped: the stack of the cancellation
+    that stopped it (the `TaskStopped`'s or its cleanup's context)."""
     cancelled = error.__context__
     if isinstance(cancelled, anyio.get_cancelled_exc_class()) and cancelled.__traceback__:
-        where = "".join(traceback.format_tb(cancelled.__traceback__))
+        return "".join(traceback.format_tb(cancelled.__traceback__))
+    return None
+
+
+def _stalled_fields(detail: str, where: str | None) -> dict[str, str]:
+    """The error fields of a task stopped as stalled: its errorId and ``detail``, and as
+    errorStackTrace, ``where`` the handler was (most recent call last), if known."""
+    trace = f"{STALLED_ERROR_ID}: {detail}\n"
+    if where is not None:
         trace = f"The handler was stopped here (most recent call last):\n{where}{trace}"
     return _error_fields(FailTask(detail, error_id=STALLED_ERROR_ID, stack_trace=trace))
 
