@@ -1,15 +1,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import anyio
 import pytest
 import pytest_asyncio
+import trio.testing
 from aiobotocore.config import AioConfig
 
-from asyncheartbeat import instrumentation
+from asyncheartbeat import TaskEvent, instrumentation
 from asyncheartbeat.instrumentation import Event, EventKind, LoggingHook
 from asyncheartbeat.testing import EmulatorProcess, LocalDataPipeline, pytest_plugin
 
@@ -71,8 +72,41 @@ class RecordingClient:
 
 @pytest.fixture
 def dp(local_datapipeline: LocalDataPipeline) -> LocalDataPipeline:
-    """The plugin's local Data Pipeline, under a short name."""
+    """The plugin's local Data Pipeline, under a short name (its options from the module's
+    or the test's ``local_datapipeline`` marker)."""
     return local_datapipeline
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    """Virtual time: trio's clock, jumping to the next timer whenever every task waits."""
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+@pytest.fixture
+def anyio_backend(clock: trio.testing.MockClock) -> tuple[str, dict[str, Any]]:
+    """``pytest.mark.anyio`` tests run on trio under `clock`, unless they ask for a backend."""
+    return "trio", {"clock": clock}
+
+
+class Waiter:
+    """A test's way to wait until something that changes holds: whoever changes it calls
+    `changed`; `until` waits, re-checking after each change."""
+
+    def __init__(self) -> None:
+        self._changed: anyio.Event | None = None
+
+    def changed(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def until(self, holds: Callable[[], object]) -> None:
+        """Wait until ``holds()`` is truthy; guard it with a timeout."""
+        while not holds():
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
 
 
 def make_client(dp: LocalDataPipeline | EmulatorProcess, config: AioConfig | None = None) -> Any:
@@ -95,6 +129,37 @@ async def client(dp: LocalDataPipeline) -> AsyncIterator[Any]:
         await datapipeline.list_pipelines()
         dp.calls.clear()  # the warm-up is not the test's
         yield datapipeline
+
+
+class TaskEvents:
+    """A runner's ``on_event``: its task events in order, and waits for them."""
+
+    def __init__(self) -> None:
+        self.seen: list[TaskEvent] = []
+        self._waiter = Waiter()
+
+    def __call__(self, event: TaskEvent) -> None:
+        self.seen.append(event)
+        self._waiter.changed()
+
+    def of(self, kind: str) -> list[TaskEvent]:
+        return [event for event in self.seen if event.kind == kind]
+
+    def ended(self) -> list[TaskEvent]:
+        """The events of tasks that ended, however they ended."""
+        return [event for event in self.seen if event.kind != "started"]
+
+    async def wait_for(self, kind: str, count: int = 1) -> list[TaskEvent]:
+        """Wait (up to 5 s) for ``count`` events of ``kind``; return them all."""
+        with anyio.fail_after(5):
+            await self._waiter.until(lambda: len(self.of(kind)) >= count)
+        return self.of(kind)
+
+    async def wait_for_ends(self, count: int) -> list[TaskEvent]:
+        """Wait (up to 20 s) for ``count`` tasks to end; return their events."""
+        with anyio.fail_after(20):
+            await self._waiter.until(lambda: len(self.ended()) >= count)
+        return self.ended()
 
 
 class EventLog(list[Event]):

@@ -56,6 +56,20 @@ def documented_names(docstring: str | None, sections: tuple[str, ...]) -> set[st
     return names
 
 
+#: A docstring's one line for the arguments it shares with a public class documented there.
+DELEGATION = re.compile(r"The other arguments are those of `(\w+)`")
+
+
+def delegated_names(docstring: str | None) -> set[str]:
+    """The parameters a docstring leaves to a public class's (``The other arguments are
+    those of `Heartbeat`...``): those that class's own docstring describes."""
+    found = DELEGATION.search(inspect.cleandoc(docstring or "").replace("\n", " "))
+    if found is None:
+        return set()
+    cls = getattr(asyncheartbeat, found.group(1))
+    return documented_names(cls.__doc__, PARAMETER_SECTIONS) & set(parameters(cls))
+
+
 def parameters(function: Callable[..., object]) -> list[str]:
     """The parameters a caller passes to ``function`` (not self or cls)."""
     signature = inspect.signature(function)
@@ -98,6 +112,8 @@ def undocumented_parameters(qualname: str, obj: object) -> Iterator[str]:
             yield from undocumented_parameters(f"{qualname}.{method_name}", method)
     elif inspect.isfunction(obj):
         documented = documented_names(obj.__doc__, PARAMETER_SECTIONS)
+        # Only those it takes: the class's others are not stale lines of this one.
+        documented |= delegated_names(obj.__doc__) & set(parameters(obj))
         for name in parameters(obj):
             if name not in documented:
                 yield f"{qualname}({name}=)"
@@ -181,4 +197,12 @@ def test_the_checker_sees_a_parameter_left_out() -> None:
     assert list(undocumented_parameters("forgot", forgot)) == ["forgot(interval=)"]
     assert list(undocumented_parameters("listed", listed)) == []
     assert list(undocumented_parameters("stale", stale)) == ["stale(interval?)"]
+
+    def delegates(task_id: str, *, interval: float, rows: int) -> None:
+        """Do it.
+
+        The other arguments are those of `Heartbeat`.
+        """
+
+    assert list(undocumented_parameters("delegates", delegates)) == ["delegates(rows=)"]
     assert isinstance(forgot, types.FunctionType)

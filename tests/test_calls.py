@@ -12,7 +12,6 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-import trio.testing
 
 from asyncheartbeat import CancelReason, Heartbeat, HeartbeatError, Reporter, TaskStopped
 from asyncheartbeat._reporter._admission import FIRST_CALL_ALONE, MIN_LIMIT, Admission
@@ -25,11 +24,6 @@ from asyncheartbeat.testing import MockClient, MockServiceError
 from .conftest import EventLog
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return "trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}
 
 
 class Service:

@@ -8,14 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
 import pytest
-import pytest_asyncio
 
 from asyncheartbeat.testing import Fault, LocalDataPipeline
 
@@ -23,16 +21,14 @@ from .conftest import ACCESS_KEY, SECRET_KEY, make_client
 
 # Each test starts Python and aiobotocore in a process of its own (about a second): they
 # run with the slow checks, after the quick suite.
-pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.asyncio,
+    pytest.mark.slow,
+    pytest.mark.local_datapipeline(poll_timeout=0.2, report_timeout=2),
+]
 
 ENV = os.environ | {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
 FAST = ["--interval", "0.1", "--lease-timeout", "1"]
-
-
-@pytest_asyncio.fixture
-async def dp() -> AsyncIterator[LocalDataPipeline]:
-    async with LocalDataPipeline(poll_timeout=0.2, report_timeout=2) as served:
-        yield served
 
 
 def command(dp: LocalDataPipeline, subcommand: str, *args: str) -> list[str]:

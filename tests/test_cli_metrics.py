@@ -15,14 +15,16 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import pytest
-import pytest_asyncio
 
 from asyncheartbeat._cli import main
 from asyncheartbeat.testing import LocalDataPipeline
 
+from .conftest import Waiter
 from .test_cli_jobs import ENV, FAST, command
 from .test_metrics import scrape
 from .test_metrics import value as sample
+
+pytestmark = pytest.mark.local_datapipeline(poll_timeout=0.2, report_timeout=2)
 
 WORKER = ["worker", "--worker-group", "wg"]
 
@@ -74,20 +76,20 @@ class Output:
     def __init__(self, process: anyio.abc.Process) -> None:
         self.process = process
         self.text = {"out": "", "err": ""}
-        self._changed = anyio.Event()
+        self._waiter = Waiter()
 
     async def read(self, name: str) -> None:
         stream = self.process.stdout if name == "out" else self.process.stderr
         assert stream is not None
         async for chunk in stream:
             self.text[name] += chunk.decode()
-            self._changed.set()
-            self._changed = anyio.Event()
+            self._waiter.changed()
 
     async def wait_for(self, name: str, pattern: str) -> re.Match[str]:
         with anyio.fail_after(15):
-            while (match := re.search(pattern, self.text[name])) is None:
-                await self._changed.wait()
+            await self._waiter.until(lambda: re.search(pattern, self.text[name]))
+        match = re.search(pattern, self.text[name])
+        assert match is not None
         return match
 
 
@@ -106,12 +108,6 @@ async def worker_serving_metrics(argv: Sequence[str]) -> AsyncIterator[tuple[Out
 
 def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
-
-
-@pytest_asyncio.fixture
-async def dp() -> AsyncIterator[LocalDataPipeline]:
-    async with LocalDataPipeline(poll_timeout=0.2, report_timeout=2) as served:
-        yield served
 
 
 @pytest.mark.slow

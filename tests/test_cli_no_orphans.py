@@ -15,15 +15,14 @@ import pytest
 
 from asyncheartbeat.testing import LocalDataPipeline
 
-from .test_cli_jobs import ENV, FAST, command, dp, finish, wait_for_output
+from .test_cli_jobs import ENV, FAST, command, finish, wait_for_output
 
 pytestmark = [
     pytest.mark.asyncio,
     pytest.mark.slow,
     pytest.mark.skipif(sys.platform != "linux", reason="Linux's promise: nothing is left"),
+    pytest.mark.local_datapipeline(poll_timeout=0.2, report_timeout=2),
 ]
-
-__all__ = ["dp"]  # the fixture, imported to be found
 
 #: A command that leaves one child in its group and one that left it (its own session).
 SPREADS = "sleep 300 & setsid sleep 300 & echo ready; wait"

@@ -128,6 +128,12 @@ def test_bad_process_options_are_refused_before_starting() -> None:
         EmulatorProcess(poll_timeout=0)
 
 
+def test_an_endless_timeout_is_refused_as_the_heartbeats_options_are() -> None:
+    """inf is no duration: the emulator's timeouts are checked by the library's own check."""
+    with pytest.raises(ValueError, match="the report timeout must be a finite number"):
+        LocalDataPipeline(report_timeout=float("inf"))
+
+
 def test_the_command_refuses_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
     """Wrong options exit with status 2 and a message naming the option."""
     for argv, word in (

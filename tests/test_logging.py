@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from asyncheartbeat import Heartbeat, TaskStopped
+from asyncheartbeat.instrumentation import Event, EventKind, LoggingHook
 from asyncheartbeat.testing import Fault, LocalDataPipeline
 
 from .test_runner import WORKER_GROUP, do_nothing, make_runner, until
@@ -49,6 +50,20 @@ def test_a_warning_reaches_stderr_only_through_a_logging_configuration(
     assert ("heartbeats overloaded: too many" in result.stderr) is shown
     if not shown:
         assert result.stderr == ""
+
+
+def test_a_late_report_is_logged_with_its_delay_and_its_likely_cause(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """LATE reads as a WARNING saying how late the report is and what blocks a loop."""
+    late = Event(EventKind.LATE, "ReportTaskProgress", task_id="t-1", delay=30, description="x")
+    LoggingHook()(late)
+    [record] = ours(caplog, "late")
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith(
+        "report for task 't-1' is 30.00 s late: the event loop was blocked (blocking code"
+    )
+    assert facts(record)["delay"] == 30
 
 
 @pytest.mark.asyncio

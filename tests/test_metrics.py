@@ -37,19 +37,15 @@ from asyncheartbeat.metrics.opentelemetry import OpenTelemetryMetrics
 from asyncheartbeat.metrics.prometheus import PrometheusMetrics, serve
 from asyncheartbeat.testing import Fault, LocalDataPipeline
 
-from .conftest import EventLog, make_client
+from .conftest import EventLog, TaskEvents, make_client
+
+# Long polls and leases short enough for a test.
+pytestmark = pytest.mark.local_datapipeline(poll_timeout=0.2, ack_timeout=5, report_timeout=3)
 
 WORKER_GROUP = "fleet"
 PAGE = Path(__file__).parent.parent / "docs" / "operating-a-fleet.md"
 #: (metric name, sorted labels) → value
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@pytest_asyncio.fixture
-async def dp() -> AsyncIterator[LocalDataPipeline]:
-    """A local Data Pipeline whose long polls and leases are short enough for a test."""
-    async with LocalDataPipeline(poll_timeout=0.2, ack_timeout=5, report_timeout=3) as served:
-        yield served
 
 
 @pytest_asyncio.fixture
@@ -79,25 +75,6 @@ async def scrape(url: str) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
-
-
-class Ended:
-    """The runner's task events, and a way to wait for a number of tasks to end."""
-
-    def __init__(self) -> None:
-        self.seen: list[TaskEvent] = []
-        self._changed = anyio.Event()
-
-    def __call__(self, event: TaskEvent) -> None:
-        if event.kind != "started":
-            self.seen.append(event)
-            self._changed.set()
-            self._changed = anyio.Event()
-
-    async def wait_for(self, count: int) -> None:
-        with anyio.fail_after(20):
-            while len(self.seen) < count:
-                await self._changed.wait()
 
 
 #: The tasks of the fleet's troubled minute, by their activity's command.
@@ -135,7 +112,7 @@ async def troubled_fleet(
                 dp.delete_pipeline(task.pipeline_id)
                 await anyio.sleep_forever()
 
-    ended = Ended()
+    ended = TaskEvents()
 
     def on_event(event: TaskEvent) -> None:
         metrics(event)
@@ -148,9 +125,9 @@ async def troubled_fleet(
     )  # fmt: skip
     async with anyio.create_task_group() as tg:
         tg.start_soon(runner.run)
-        await ended.wait_for(len(TROUBLES))
+        await ended.wait_for_ends(len(TROUBLES))
         runner.stop()
-    return ended.seen
+    return ended.ended()
 
 
 @pytest.mark.asyncio
@@ -306,7 +283,9 @@ async def test_a_metrics_hook_that_raises_breaks_no_call(
         await hb.beat()
     assert hb.beats >= 2
     assert hb.cancel_reason is None
-    assert "metrics backend down" in caplog.text
+    failures = [r for r in caplog.records if getattr(r, "hb_event", None) == "hook_failed"]
+    assert failures
+    assert all(r.exc_info and str(r.exc_info[1]) == "metrics backend down" for r in failures)
 
 
 @pytest.mark.asyncio
@@ -325,7 +304,7 @@ async def test_one_registry_takes_one_metrics_object_and_two_runners_count_apart
         dp.add_pipeline(worker_group=group)
 
     async def run(group: str, metrics: PrometheusMetrics, tasks: int) -> None:
-        ended = Ended()
+        ended = TaskEvents()
 
         def on_event(event: TaskEvent) -> None:
             metrics(event)
@@ -337,7 +316,7 @@ async def test_one_registry_takes_one_metrics_object_and_two_runners_count_apart
         )  # fmt: skip
         async with anyio.create_task_group() as tg:
             tg.start_soon(runner.run)
-            await ended.wait_for(tasks)
+            await ended.wait_for_ends(tasks)
             runner.stop()
 
     async with anyio.create_task_group() as tg:

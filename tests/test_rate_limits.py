@@ -12,7 +12,6 @@ from typing import Any
 import anyio
 import pytest
 import pytest_asyncio
-import trio.testing
 from botocore.exceptions import ClientError
 
 from asyncheartbeat._cli import build_parser, main
@@ -31,16 +30,6 @@ HERE = Path(__file__).parent
 THROTTLED = "error:ThrottlingException"
 #: One token in 100 s: a bucket drained in a test stays empty for the rest of it.
 SLOW = 0.01
-
-
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
-@pytest.fixture
-def anyio_backend(clock: trio.testing.MockClock) -> tuple[str, dict[str, Any]]:
-    return "trio", {"clock": clock}
 
 
 def take(limiter: RateLimiter, operation: str, count: int) -> int:

@@ -23,18 +23,15 @@ from asyncheartbeat import (
 )
 from asyncheartbeat.testing import Fault, LocalDataPipeline
 
-from .conftest import client_config, make_client
+from .conftest import EventLog, TaskEvents, client_config, make_client
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [
+    pytest.mark.asyncio,
+    # Long polls and leases short enough for a test.
+    pytest.mark.local_datapipeline(poll_timeout=0.2, ack_timeout=5, report_timeout=2),
+]
 
 WORKER_GROUP = "runners"
-
-
-@pytest_asyncio.fixture
-async def dp() -> AsyncIterator[LocalDataPipeline]:
-    """A local Data Pipeline whose long polls and leases are short enough for a test."""
-    async with LocalDataPipeline(poll_timeout=0.2, ack_timeout=5, report_timeout=2) as served:
-        yield served
 
 
 @pytest_asyncio.fixture
@@ -43,36 +40,14 @@ async def client(dp: LocalDataPipeline) -> AsyncIterator[Any]:
         yield datapipeline
 
 
-class Events:
-    """The runner's events, and a way to wait for them."""
-
-    def __init__(self) -> None:
-        self.seen: list[TaskEvent] = []
-        self._changed = anyio.Event()
-
-    def __call__(self, event: TaskEvent) -> None:
-        self.seen.append(event)
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    def of(self, kind: str) -> list[TaskEvent]:
-        return [event for event in self.seen if event.kind == kind]
-
-    async def wait_for(self, kind: str, count: int = 1) -> list[TaskEvent]:
-        with anyio.fail_after(5):
-            while len(self.of(kind)) < count:
-                await self._changed.wait()
-        return self.of(kind)
-
-
 async def do_nothing(task: Task, hb: Heartbeat) -> None:
     """A handler whose job is done at once."""
 
 
 def make_runner(
     client: Any, handler: Callable[[Task, Heartbeat], Awaitable[object]], **options: Any
-) -> tuple[TaskRunner, Events]:
-    events = Events()
+) -> tuple[TaskRunner, TaskEvents]:
+    events = TaskEvents()
     options = {"interval": 0.1, "lease_timeout": 1.0, "shutdown_grace": 1.0} | options
     runner = TaskRunner(
         client, worker_group=WORKER_GROUP, handler=handler, on_event=events, **options
@@ -669,12 +644,12 @@ async def test_a_duplicate_handout_of_a_running_task_is_acknowledged_not_started
     [started] = events.of("started")
     assert [e.kind for e in events.seen] == ["started", "finished"]
     assert statuses(dp, started.task.task_id) == ["FINISHED"]
-    logged = [r for r in caplog.records if "already runs here" in r.getMessage()]
-    assert len(logged) == 1
+    logged = [r for r in caplog.records if getattr(r, "hb_event", None) == "task_duplicate"]
+    assert [getattr(r, "hb_task_id", None) for r in logged] == [started.task.task_id]
 
 
 async def test_a_task_lost_to_a_blocked_loop_is_named_lease_lost_and_not_reported(
-    dp: LocalDataPipeline, client: Any, caplog: pytest.LogCaptureFixture
+    dp: LocalDataPipeline, client: Any, events: EventLog
 ) -> None:
     """A handler that blocks the event loop past its lease, then returns: its lease ran
     out, so no SetTaskStatus is sent, and the event is "cancelled" with LEASE_LOST (not
@@ -684,10 +659,10 @@ async def test_a_task_lost_to_a_blocked_loop_is_named_lease_lost_and_not_reporte
     async def block_the_loop(task: Task, hb: Heartbeat) -> None:
         time.sleep(1.5)  # the lease is 1 s  # noqa: ASYNC251
 
-    runner, events = make_runner(client, block_the_loop)
-    await until(runner, lambda: events.wait_for("cancelled"))
-    [lost] = events.of("cancelled")
+    runner, tasks = make_runner(client, block_the_loop)
+    await until(runner, lambda: tasks.wait_for("cancelled"))
+    [lost] = tasks.of("cancelled")
     assert lost.reason is CancelReason.LEASE_LOST
-    assert [e.kind for e in events.seen] == ["started", "cancelled"]
+    assert [e.kind for e in tasks.seen] == ["started", "cancelled"]
     assert statuses(dp, lost.task.task_id) == []
-    assert not [r for r in caplog.records if "SetTaskStatus" in r.getMessage()]
+    assert not [e for e in events if e.operation == "SetTaskStatus"], "no call, no failure"

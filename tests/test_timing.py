@@ -26,16 +26,6 @@ pytestmark = pytest.mark.anyio
 TASK = "task-1"
 
 
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
-@pytest.fixture
-def anyio_backend(clock: trio.testing.MockClock) -> tuple[str, dict[str, Any]]:
-    return "trio", {"clock": clock}
-
-
 def answering_after(seconds: float) -> MockClient:
     """A client whose every answer takes ``seconds``."""
 
@@ -87,9 +77,7 @@ async def test_a_call_slower_than_the_interval_skips_the_slots_it_covered() -> N
     assert [round(t - times(client)[0], 9) for t in times(client)] == [0, 10, 40, 50]
 
 
-async def test_a_slow_acknowledgement_skips_the_slots_it_covered(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def test_a_slow_acknowledgement_skips_the_slots_it_covered(events: EventLog) -> None:
     """An acknowledgement answered after 25 s of a 10 s interval: next report at 30 s, unwarned."""
     durations = iter([25])
 
@@ -101,12 +89,10 @@ async def test_a_slow_acknowledgement_skips_the_slots_it_covered(
     async with Heartbeat(client, TASK, interval=10, lease_timeout=100, call_timeout=30):
         await anyio.sleep(10)
     assert [round(t - times(client)[0], 9) for t in times(client)] == [0, 30]
-    assert not [r for r in caplog.records if r.name == "asyncheartbeat"]
+    assert not events.of(EventKind.LATE)
 
 
-async def test_heartbeats_entered_together_keep_their_reports_apart(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def test_heartbeats_entered_together_keep_their_reports_apart(events: EventLog) -> None:
     """30 heartbeats entered at once on a one-connection client (0.1 s a call) count their
     schedules from when each acknowledgement was sent: no burst every interval, no
     false overload."""
@@ -124,7 +110,8 @@ async def test_heartbeats_entered_together_keep_their_reports_apart(
     async with anyio.create_task_group() as tg:
         for n in range(30):
             tg.start_soon(job, n)
-    assert not [r for r in caplog.records if r.name == "asyncheartbeat"]
+    assert not events.of(EventKind.LATE)
+    assert not events.of(EventKind.OVERLOADED)
 
 
 async def test_retries_back_off_exponentially_up_to_the_interval() -> None:
@@ -315,30 +302,31 @@ async def test_a_beat_answered_canceled_in_the_body_still_exits_quietly() -> Non
     assert hb.cancel_reason is CancelReason.REQUESTED
 
 
-async def test_a_late_report_warns_that_the_loop_was_blocked(
-    clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+async def test_a_late_report_is_told_with_its_delay(
+    clock: trio.testing.MockClock, events: EventLog
 ) -> None:
-    """A report firing 30 s late on a 10 s interval logs a WARNING with the delay."""
+    """A report firing 30 s late on a 10 s interval is told as LATE, by 30 s."""
     client = MockClient()
     async with Heartbeat(client, TASK, interval=10, lease_timeout=100):
         await anyio.sleep(5)
         clock.jump(35)  # the event loop does not run for 35 s: blocking job code
         await anyio.sleep(1)
-    [record] = [r for r in caplog.records if r.name == "asyncheartbeat"]
-    assert record.levelno == logging.WARNING
-    assert "30.00 s late" in record.getMessage()
+    [late] = events.of(EventKind.LATE)
+    assert late.task_id == TASK
+    assert late.delay == pytest.approx(30)
 
 
-async def test_a_little_lateness_is_not_warned_about(
-    clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+async def test_a_little_lateness_is_not_called_late(
+    clock: trio.testing.MockClock, events: EventLog
 ) -> None:
-    """Lateness under max(1 s, interval/2) is normal scheduling noise: no warning."""
+    """Lateness under max(1 s, interval/2) is normal scheduling noise: no LATE."""
     client = MockClient()
     async with Heartbeat(client, TASK, interval=10, lease_timeout=100):
         await anyio.sleep(5)
         clock.jump(9.9)  # 4.9 s late
         await anyio.sleep(1)
-    assert not [r for r in caplog.records if r.name == "asyncheartbeat"]
+    assert not events.of(EventKind.LATE)
+    assert [round(e.delay or 0, 9) for e in events.of(EventKind.SCHEDULED)][:1] == [4.9]
 
 
 async def test_a_loop_blocked_past_the_lease_loses_it(clock: trio.testing.MockClock) -> None:
@@ -403,7 +391,7 @@ async def test_a_heartbeat_cannot_be_entered_twice() -> None:
             pass
 
 
-async def test_a_malformed_answer_is_a_failed_report(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_malformed_answer_is_a_failed_report(events: EventLog) -> None:
     """An answer without a boolean 'canceled' does not count as a success."""
     answers: list[Mapping[str, Any]] = [{"canceled": False}, {}, {"canceled": "yes"}]
 
@@ -414,7 +402,9 @@ async def test_a_malformed_answer_is_a_failed_report(caplog: pytest.LogCaptureFi
     async with Heartbeat(client, TASK, interval=10, lease_timeout=50) as hb:
         await anyio.sleep(15)
     assert hb.beats == 2
-    assert sum("malformed" in r.getMessage() for r in caplog.records) == 2
+    retried = events.of(EventKind.RETRIED, TASK)
+    assert len(retried) == 2
+    assert all("malformed" in e.description for e in retried)
 
 
 async def test_unknown_client_errors_are_retried_but_local_rejections_are_final() -> None:
@@ -437,19 +427,16 @@ async def test_unknown_client_errors_are_retried_but_local_rejections_are_final(
     assert not errors
 
 
-def heartbeat_warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
-    return [
-        r
-        for r in caplog.records
-        if r.name == "asyncheartbeat" and r.levelno == logging.WARNING and text in r.getMessage()
-    ]
+def logged(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:
+    """The library's log records whose ``hb_event`` is ``event``."""
+    return [r for r in caplog.records if getattr(r, "hb_event", None) == event]
 
 
-async def test_heartbeats_asking_more_than_the_client_delivers_warn_of_overload(
-    caplog: pytest.LogCaptureFixture,
+async def test_heartbeats_asking_more_than_the_client_delivers_are_told_overloaded(
+    events: EventLog,
 ) -> None:
     """100 heartbeats asking 20 reports/s of a one-connection client serving 10/s: it is kept
-    busy, every lease is kept, and one WARNING per window names the overload."""
+    busy, every lease is kept, and one OVERLOADED per window names the overload."""
     served_at: list[float] = []
 
     async def serve(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
@@ -473,16 +460,19 @@ async def test_heartbeats_asking_more_than_the_client_delivers_warn_of_overload(
     assert len(beats) == 100, "a lease was lost"
     steady = [t for t in served_at if start + 20 <= t < start + 50]
     assert len(steady) >= 0.95 * 10 * 30, "the client was kept busy while all ran"
-    overloaded = heartbeat_warnings(caplog, "heartbeats overloaded")
+    overloaded = events.of(EventKind.OVERLOADED)
     assert 4 <= len(overloaded) <= 6, "one per 10 s window"
-    assert "100 heartbeats share this client and ask for 20 reports/s" in overloaded[0].message
-    assert not heartbeat_warnings(caplog, "failed ("), "calls wait for a connection, untimed"
+    assert overloaded[0].heartbeats == 100
+    assert overloaded[0].asked_per_second == pytest.approx(20)
+    assert not events.of(EventKind.RETRIED), "calls wait for a connection, untimed"
+    assert not events.of(EventKind.FAILED)
 
 
 async def test_a_failing_service_is_not_called_an_overload(
-    caplog: pytest.LogCaptureFixture,
+    events: EventLog, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Errors from the service are warned about (capped per window), never as overload."""
+    """Errors from the service are told as retries (their log lines capped per window),
+    never as overload."""
 
     def fail(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
         if len(client.calls) > 20:  # the acknowledgements pass
@@ -500,10 +490,12 @@ async def test_a_failing_service_is_not_called_an_overload(
         for n in range(20):
             tg.start_soon(job, n)
 
-    assert not heartbeat_warnings(caplog, "overloaded")
-    failed = heartbeat_warnings(caplog, "failed (")
-    assert 10 <= len(failed) <= 4 * 10
-    assert heartbeat_warnings(caplog, "more heartbeat warnings")
+    assert not events.of(EventKind.OVERLOADED)
+    retried = events.of(EventKind.RETRIED)
+    assert len(retried) > 4 * 10
+    # The log: at most WARNINGS_PER_WINDOW (10) retry lines per 10 s, the rest summed up.
+    assert 10 <= len(logged(caplog, "retried")) <= 4 * 10
+    assert logged(caplog, "warnings_suppressed")
 
 
 # The stall watchdog -------------------------------------------------------------------------

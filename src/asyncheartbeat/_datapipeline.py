@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from ._errors import CancelReason, HeartbeatError
+from ._log import shorten
 from ._service import Final, Transient
 
 #: The operation that renews a task's lease.
@@ -124,7 +125,8 @@ class DataPipeline:
             return None
         canceled = response.get("canceled") if isinstance(response, Mapping) else None
         if not isinstance(canceled, bool):
-            return Transient(f"malformed answer, no boolean 'canceled' in {preview(response)}")
+            shown = shorten(repr(response), 80)
+            return Transient(f"malformed answer, no boolean 'canceled' in {shown}")
         # canceled: true: stop the work; no SetTaskStatus is needed.
         return _CANCELED if canceled else None
 
@@ -420,9 +422,3 @@ def _running_trio() -> str | None:
     except RuntimeError:
         return None
     return "trio"
-
-
-def preview(value: object, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}…"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Literal, TypeAlias
 
+from ._log import shorten
 from ._model import member_shape
 
 #: One field as the API takes it: ``{"key": k, "stringValue": v}`` or ``{"key": k, "refValue": v}``.
@@ -32,7 +33,7 @@ def check_member(structure: str, member: str, value: object, *, name: str) -> st
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, not {type(value).__name__}")
     if problem := member_shape(structure, member).problem(value):
-        raise ValueError(f"{name} {_preview(value)} {problem}")
+        raise ValueError(f"{name} {shorten(value, 40)!r} {problem}")
     return value
 
 
@@ -41,7 +42,7 @@ def check_field(key: object, kind: ValueKind, value: object) -> tuple[str, str]:
     if not isinstance(key, str):
         raise TypeError(f"field key must be a str, not {type(key).__name__}")
     if problem := member_shape("Field", "key").problem(key):
-        raise ValueError(f"field key {_preview(key)} {problem}")
+        raise ValueError(f"field key {shorten(key, 40)!r} {problem}")
     if not isinstance(value, str):
         raise TypeError(f"{kind} of field {key!r} must be a str, not {type(value).__name__}")
     if problem := member_shape("Field", kind).problem(value):
@@ -51,10 +52,6 @@ def check_field(key: object, kind: ValueKind, value: object) -> tuple[str, str]:
 
 def _size(key: str, value: str) -> int:
     return len(key.encode("utf-8", "surrogatepass")) + len(value.encode("utf-8", "surrogatepass"))
-
-
-def _preview(text: str) -> str:
-    return repr(text) if len(text) <= 40 else f"{text[:40]!r}…"
 
 
 class ProgressFields:

@@ -18,7 +18,7 @@ from ._fields import FieldsInput, ProgressFields, check_task_id
 from ._reporter import Lease, Reporter
 from ._reporter._lease import LeaseReporter, Stage
 from ._reporting_thread import ReportingThread
-from ._timing import Timing
+from ._timing import DEFAULT_INTERVAL, DEFAULT_LEASE_TIMEOUT, Timing
 
 T = TypeVar("T")
 PosArgs = TypeVarTuple("PosArgs")
@@ -97,9 +97,9 @@ class Heartbeat:
         client: ProgressClient | Reporter | ReportingThread,
         task_id: str,
         *,
-        interval: float = 60.0,
+        interval: float = DEFAULT_INTERVAL,
         fields: FieldsInput | None = None,
-        lease_timeout: float = 300.0,
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
         call_timeout: float | None = None,
         raise_on_cancel: bool = True,
         stall_timeout: float | None = None,
@@ -330,9 +330,9 @@ async def run_with_heartbeat(
     task_id: str,
     fn: Callable[[*PosArgs], Awaitable[T]],
     *args: *PosArgs,
-    interval: float = 60.0,
+    interval: float = DEFAULT_INTERVAL,
     fields: FieldsInput | None = None,
-    lease_timeout: float = 300.0,
+    lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
     call_timeout: float | None = None,
     stall_timeout: float | None = None,
 ) -> T:
@@ -345,16 +345,11 @@ async def run_with_heartbeat(
     ``fn`` has no heartbeat to report progress on, so a ``stall_timeout`` stops it that
     long after it started unless it returns first: a limit on its run time.
 
+    The other arguments are those of `Heartbeat`, with its defaults.
+
     Args:
-        client: As for `Heartbeat`.
-        task_id: As for `Heartbeat`.
         fn: The async function to run.
         *args: Its positional arguments.
-        interval: As for `Heartbeat`.
-        fields: As for `Heartbeat`.
-        lease_timeout: As for `Heartbeat`.
-        call_timeout: As for `Heartbeat`.
-        stall_timeout: As for `Heartbeat`.
 
     Returns:
         What ``fn(*args)`` returned.

@@ -25,6 +25,11 @@ def fields(event: str, **values: Any) -> dict[str, Any]:
     return extra
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text``, cut to its first ``limit`` characters and an ellipsis if it is longer."""
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
 def one_line(text: object) -> str:
     """``text`` on one line: runs of whitespace (newlines in a service's message) as one space."""
     return " ".join(str(text).split())

@@ -279,7 +279,18 @@ class ReportingThread:
         self, fn: Callable[[*PosArgs], Awaitable[T]], *args: *PosArgs
     ) -> InThread[T]:
         """Start ``fn(*args)`` in the thread, not waiting for it (a `TaskRunner` watches its
-        stalled tasks there); its result is awaited on the caller's loop."""
+        stalled tasks there); its result is awaited on the caller's loop.
+
+        Args:
+            fn: An async function, run on the thread's loop.
+            *args: Its positional arguments.
+
+        Returns:
+            What ``await ...result()`` gives ``fn``'s result by, on the caller's loop.
+
+        Raises:
+            HeartbeatError: The thread is not running.
+        """
         loop = anyio.lowlevel.current_token()
         try:
             future = self._thread_side().portal.start_task_soon(fn, *args)

@@ -27,12 +27,20 @@ from ._reporter._lease import Stage
 from ._reporting_thread import InThread, ReportingThread
 from ._service import Answered, Final, Transient
 from ._task import Task
-from ._timing import Timing, check_seconds, jittered_backoff
+from ._timing import (
+    DEFAULT_INTERVAL,
+    DEFAULT_LEASE_TIMEOUT,
+    Timing,
+    check_seconds,
+    jittered_backoff,
+)
 
 logger = logging.getLogger("asyncheartbeat.runner")
 
 Handler = Callable[[Task, Heartbeat], Awaitable[object]]
-EventKind = Literal["started", "finished", "false", "failed", "cancelled", "unreported"]
+TaskEventKind = Literal["started", "finished", "false", "failed", "cancelled", "unreported"]
+#: How long running tasks may go on once the runner is asked to stop, unless told otherwise.
+SHUTDOWN_GRACE = 30.0
 
 #: The ``errorId`` of a task reported FAILED because its heartbeat found it stalled.
 STALLED_ERROR_ID = "TaskStalled"
@@ -102,7 +110,7 @@ class TaskEvent:
             after it; None otherwise.
     """
 
-    kind: EventKind
+    kind: TaskEventKind
     task: Task
     #: Seconds since the task started (0 for "started").
     duration: float
@@ -197,11 +205,11 @@ class TaskRunner:
         hostname: str | None = None,
         instance_identity: Mapping[str, str] | None = None,
         taskrunner_id: str | None = None,
-        interval: float = 60.0,
-        lease_timeout: float = 300.0,
+        interval: float = DEFAULT_INTERVAL,
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
         call_timeout: float | None = None,
         runner_heartbeat_interval: float = 900.0,
-        shutdown_grace: float = 30.0,
+        shutdown_grace: float = SHUTDOWN_GRACE,
         max_poll_pause: float = 30.0,
         on_event: Callable[[TaskEvent], object] | None = None,
         stall_timeout: float | None = None,
@@ -412,12 +420,12 @@ class TaskRunner:
         self._copies[task.task_id] = heartbeat
         stall_watch = self._watch_stall(heartbeat)
 
-        def event(kind: EventKind, **details: Any) -> TaskEvent:
+        def event(kind: TaskEventKind, **details: Any) -> TaskEvent:
             return TaskEvent(kind, task, current_time() - started, **details)
 
         async def end(
             status: str,
-            kind: EventKind,
+            kind: TaskEventKind,
             error: Exception | None = None,
             *,
             fields: dict[str, str] | None = None,

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from ._log import shorten
 from ._model import member_shape
 
 
@@ -152,6 +153,6 @@ class Task:
         )
 
 
-def _preview(value: object, limit: int = 300) -> str:
-    text = repr(dict(value) if isinstance(value, Mapping) else value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _preview(task_object: object) -> str:
+    plain = dict(task_object) if isinstance(task_object, Mapping) else task_object
+    return shorten(repr(plain), 300)

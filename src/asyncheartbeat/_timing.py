@@ -7,6 +7,10 @@ import dataclasses
 import math
 import random
 
+#: The defaults of every heartbeat (`Heartbeat`, `run_with_heartbeat`, `TaskRunner`, the
+#: command line): a report a minute, as the service asks, and its 5-minute lease.
+DEFAULT_INTERVAL = 60.0
+DEFAULT_LEASE_TIMEOUT = 300.0
 #: The first retry waits up to this fraction of the interval; each further one doubles it.
 BACKOFF_START = 1 / 8
 #: A report that fires later than this (or half the interval, if longer) is reported late.

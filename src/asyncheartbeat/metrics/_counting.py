@@ -10,8 +10,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from asyncheartbeat._errors import CancelReason
-from asyncheartbeat._runner import EventKind as TaskEventKind
-from asyncheartbeat._runner import TaskEvent
+from asyncheartbeat._runner import TaskEvent, TaskEventKind
 from asyncheartbeat.instrumentation import Event, EventKind
 
 REPORT = "ReportTaskProgress"

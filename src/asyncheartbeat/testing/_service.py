@@ -20,6 +20,8 @@ from typing import Any
 
 import anyio
 
+from asyncheartbeat._timing import check_seconds
+
 from ._errors import ServiceError
 
 
@@ -212,7 +214,8 @@ class Timeouts:
             ``{}`` (the service's 90 s).
 
     Raises:
-        ValueError: A duration that is not a number above 0.
+        TypeError: A duration that is not a number.
+        ValueError: A duration that is not finite and above 0.
     """
 
     ack: float = DEFAULT_ACK_TIMEOUT
@@ -221,11 +224,7 @@ class Timeouts:
 
     def __post_init__(self) -> None:
         for name in ("ack", "report", "poll"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and value > 0):
-                raise ValueError(
-                    f"the {name} timeout must be a number of seconds > 0, not {value!r}"
-                )
+            check_seconds(f"the {name} timeout", getattr(self, name))
 
 
 class DataPipelineService:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from asyncheartbeat._log import shorten
 from asyncheartbeat._model import service_model, string_shape
 
 from ._errors import ServiceError
@@ -52,7 +53,7 @@ def _check(value: Any, shape_name: str, path: str, problems: list[str]) -> None:
         where = f" at '{path}'" if path else ""
         raise ServiceError(
             "SerializationException",
-            f"expected a {kind}{where}, got {type(value).__name__} {_show(value)}",
+            f"expected a {kind}{where}, got {type(value).__name__} {shorten(str(value), 60)}",
         )
     check = _CHECKS.get(kind)
     if check is not None:
@@ -137,14 +138,9 @@ def _check_length(value: Any, shape: dict[str, Any], path: str, problems: list[s
 
 
 def _violation(value: Any, path: str, rule: str) -> str:
-    shown = "null" if value is None else f"'{_show(value)}'"
+    shown = "null" if value is None else f"'{shorten(str(value), 60)}'"
     return f"Value {shown} at '{path}' failed to satisfy constraint: {rule}"
 
 
 def _join(path: str, member: str) -> str:
     return f"{path}.{member}" if path else member
-
-
-def _show(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 60 else f"{text[:60]}…"

@@ -62,18 +62,15 @@ def botocore_session() -> Any:
 
 
 def client_config(poll_timeout: float) -> Any:
-    """A client config for tests: one HTTP call per attempt, reads that outlast a long poll.
+    """The library's client config (`asyncheartbeat.client_config`), with reads that
+    outlast the local Data Pipeline's long poll rather than the service's.
 
     Args:
         poll_timeout: The local Data Pipeline's longest PollForTask wait, in seconds.
     """
-    from aiobotocore.config import AioConfig  # noqa: PLC0415 - only where a client is made
+    from asyncheartbeat._datapipeline import client_config  # noqa: PLC0415 - on first use
 
-    return AioConfig(
-        retries={"mode": "standard", "total_max_attempts": 1},
-        connect_timeout=5,
-        read_timeout=poll_timeout + 10,
-    )
+    return client_config(read_timeout=poll_timeout + 10)
 
 
 class _MissingPytestAsyncio:

@@ -51,9 +51,10 @@ class LocalDataPipeline(Configured, Moves, Recording):
         log_requests: Log one line per request, as above.
 
     Raises:
-        ValueError: A duration that is not above 0, or a rate limit for an unknown
-            operation.
-        TypeError: ``rate_limits`` is none of the forms above.
+        ValueError: A duration that is not finite and above 0, or a rate limit for an
+            unknown operation.
+        TypeError: A duration that is not a number, or ``rate_limits`` is none of the
+            forms above.
 
     Attributes:
         service: The emulated service's state (``service.timeouts`` are its `Timeouts`).

@@ -62,9 +62,9 @@ class Options:
     """The local Data Pipeline's options; each is described on `LocalDataPipeline`.
 
     Raises:
-        ValueError: A duration that is not above 0, or a rate limit for an unknown
-            operation.
-        TypeError: ``rate_limits`` is none of its forms.
+        ValueError: A duration that is not finite and above 0, or a rate limit for an
+            unknown operation.
+        TypeError: A duration that is not a number, or ``rate_limits`` is none of its forms.
     """
 
     host: str = _option("127.0.0.1", "address to listen on", str)
