@@ -49,6 +49,7 @@ BENCHMARKS: dict[str, list[str]] = {
         "bench/contention.py throttled",
         "bench/contention.py cpu --rounds 3 --pools 10 400",
     ],
+    "fleet": ["bench/fleet.py --workers 2 4 8 16 --ratios 2.0 1.5 1.25"],
     "blocked": ["bench/blocked_loop.py"],
     "thread": ["bench/reporting_thread.py --rounds 3 --tasks 200 --seconds 4"],
 }

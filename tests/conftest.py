@@ -12,7 +12,14 @@ from aiobotocore.config import AioConfig
 
 from asyncheartbeat import TaskEvent, instrumentation
 from asyncheartbeat.instrumentation import Event, EventKind, LoggingHook
-from asyncheartbeat.testing import EmulatorProcess, LocalDataPipeline, pytest_plugin
+from asyncheartbeat.testing import (
+    EmulatorProcess,
+    LocalDataPipeline,
+    MockServiceError,
+    RateLimit,
+    pytest_plugin,
+)
+from asyncheartbeat.testing._limits import RateLimiter
 
 # Distinctive so that a test can prove they never reach a log line.
 ACCESS_KEY = "AKIATESTACCESSKEY42"
@@ -160,6 +167,23 @@ class TaskEvents:
         with anyio.fail_after(20):
             await self._waiter.until(lambda: len(self.ended()) >= count)
         return self.ended()
+
+
+class Account:
+    """A MockClient handler answering ReportTaskProgress like one account of the service:
+    its documented token bucket (10/s, burst 100, shared by every client given it), and
+    ThrottlingException beyond it, with a note of each answer's fate."""
+
+    def __init__(self, rate: float = 10, burst: int = 100) -> None:
+        self.limiter = RateLimiter({"ReportTaskProgress": RateLimit(rate, burst=burst)})
+        self.answered = self.throttled = 0
+
+    def __call__(self, task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        if not self.limiter.allows("ReportTaskProgress", anyio.current_time()):
+            self.throttled += 1
+            raise MockServiceError("ThrottlingException", "Rate exceeded")
+        self.answered += 1
+        return {"canceled": False}
 
 
 class EventLog(list[Event]):

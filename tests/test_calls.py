@@ -15,13 +15,14 @@ import pytest
 
 from asyncheartbeat import CancelReason, Heartbeat, HeartbeatError, Reporter, TaskStopped
 from asyncheartbeat._reporter._admission import FIRST_CALL_ALONE, MIN_LIMIT, Admission
+from asyncheartbeat._reporter._pacing import LEASE_MARGIN
 from asyncheartbeat._reporter._queue import TurnQueue
 from asyncheartbeat._reporter._throttle import OperationRate
 from asyncheartbeat._service import Answered
 from asyncheartbeat.instrumentation import Event, EventKind
 from asyncheartbeat.testing import MockClient, MockServiceError
 
-from .conftest import EventLog
+from .conftest import Account, EventLog
 
 pytestmark = pytest.mark.anyio
 
@@ -341,26 +342,6 @@ async def test_calls_beyond_the_learned_limit_wait_their_turn() -> None:
 # 4. Throttling -------------------------------------------------------------------------------
 
 
-class TokenBucket:
-    """A service that answers ThrottlingException beyond ``rate`` calls/s and ``burst``."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens, self.at = float(burst), 0.0
-        self.answered = self.throttled = 0
-
-    def __call__(self, task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
-        now = anyio.current_time()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1:
-            self.throttled += 1
-            raise MockServiceError("ThrottlingException", "Rate exceeded")
-        self.tokens -= 1
-        self.answered += 1
-        return {"canceled": False}
-
-
 @pytest.mark.parametrize("capacity_over_need", [2.5, 1.5, 1.25])
 async def test_throttling_slows_the_whole_client_and_keeps_every_lease(
     capacity_over_need: float,
@@ -368,13 +349,13 @@ async def test_throttling_slows_the_whole_client_and_keeps_every_lease(
     """100 heartbeats asking 25 reports/s of a service allowing 10/s (burst 100): no lease
     is lost, and few answers are throttles once the client has learned the rate."""
     lease = 100 / (10 / capacity_over_need)  # 100 tasks, one report per lease each
-    service = TokenBucket(rate=10, burst=100)
+    service = Account()
     reporter = Reporter(MockClient(service, max_pool_connections=50))
     assert await leases_lost(reporter, 100, 300, interval=4, lease_timeout=lease) == []
     assert service.throttled <= 0.25 * service.answered
     rate = reporter.rate("ReportTaskProgress")
     assert rate is not None
-    assert rate >= 1.1 * 100 / lease * 0.999, "never below what keeps every lease"
+    assert rate >= LEASE_MARGIN * 100 / lease * 0.999, "never below what keeps every lease"
 
 
 async def test_a_throttled_call_waits_for_the_clients_turn_and_is_not_a_failure(

@@ -83,6 +83,44 @@ async def test_a_throttling_service_slows_the_whole_client_and_every_lease_is_ke
     assert not events.of(EventKind.RETRIED), "a throttle is not a failure to retry"
 
 
+@pytest.mark.slow
+async def test_three_clients_sharing_one_accounts_limit_keep_every_lease() -> None:
+    """Three clients, 48 heartbeats each, that ask 10 times what the local Data Pipeline's
+    ReportTaskProgress limit answers (capacity ÷ need 1.25): every lease is held to the end,
+    and at most a quarter of the answers are throttles."""
+    lease = 6.0
+    limits = {"ReportTaskProgress": RateLimit(30, burst=30)}  # 144 tasks need 24/s
+    async with LocalDataPipeline(rate_limits=limits, ack_timeout=lease, report_timeout=lease) as dp:
+        task_ids = [dp.add_task() for _ in range(144)]
+        stopped: list[str] = []
+        held: list[str] = []
+
+        async def job(client: Any, task_id: str) -> None:
+            try:
+                async with Heartbeat(client, task_id, interval=0.5, lease_timeout=lease):
+                    await anyio.sleep(2 * lease)
+            except TaskStopped as cancelled:
+                stopped.append(f"{task_id}: {cancelled}")
+            # As its heartbeat ends: does the service still hold the attempt?
+            if dp.attempt(task_id).status.value == "RUNNING":
+                held.append(task_id)
+
+        async def worker(ids: list[str]) -> None:
+            async with make_client(dp) as client, anyio.create_task_group() as tg:
+                for task_id in ids:
+                    tg.start_soon(job, client, task_id)
+
+        with anyio.fail_after(5 * lease):
+            async with anyio.create_task_group() as tg:
+                for k in range(3):
+                    tg.start_soon(worker, task_ids[k::3])
+        outcomes = [c.outcome for c in dp.calls if c.operation == "ReportTaskProgress"]
+    assert stopped == []
+    assert sorted(held) == sorted(task_ids)
+    throttled, answered = outcomes.count("error:ThrottlingException"), outcomes.count("answered")
+    assert throttled <= 0.25 * answered, (throttled, answered)
+
+
 async def test_a_big_pool_on_a_busy_loop_keeps_every_lease(dp: LocalDataPipeline) -> None:
     """150 heartbeats asking 3,000 reports/s of one client with a pool of 150, on a loop
     that cannot serve them: calls wait their turn instead of timing out, no lease is lost."""

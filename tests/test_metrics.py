@@ -166,6 +166,8 @@ async def test_a_scrape_counts_reports_stops_leases_and_tasks_by_outcome(
     assert answered >= 7  # four acknowledgements, two beats, one `canceled: true`
     assert value(samples, "asyncheartbeat_report_duration_seconds_count") == answered
     assert value(samples, "asyncheartbeat_report_lateness_seconds_count") >= 1
+    # Every answered report of a lease held (not the acknowledgements) tells its margin.
+    assert 1 <= value(samples, "asyncheartbeat_report_lease_left_ratio_count") <= answered - 4
     with anyio.fail_after(5), pytest.raises(aiohttp.ClientConnectionError):
         await scrape(url)  # the block ended: nothing listens any more
 
@@ -405,7 +407,7 @@ EXAMPLE_FILTER = re.compile(r"^(# (HELP|TYPE) )?asyncheartbeat_")
 HIDDEN = ("_created", "_bucket")
 #: Samples whose value differs from run to run: times, and how many reports there were.
 VARYING = re.compile(
-    r"asyncheartbeat_(report_(duration|lateness)_seconds_\w+|"
+    r"asyncheartbeat_(report_(duration|lateness)_seconds_\w+|report_lease_left_ratio_\w+|"
     r"reports_total\{outcome=\"answered\"\}|task_duration_seconds_sum)"
 )
 

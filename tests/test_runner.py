@@ -21,7 +21,7 @@ from asyncheartbeat import (
     TaskRunner,
     TaskStopped,
 )
-from asyncheartbeat.testing import Fault, LocalDataPipeline
+from asyncheartbeat.testing import Fault, LocalDataPipeline, RateLimit
 
 from .conftest import EventLog, TaskEvents, client_config, make_client
 
@@ -32,6 +32,7 @@ pytestmark = [
 ]
 
 WORKER_GROUP = "runners"
+THROTTLED = "error:ThrottlingException"
 
 
 @pytest_asyncio.fixture
@@ -666,3 +667,63 @@ async def test_a_task_lost_to_a_blocked_loop_is_named_lease_lost_and_not_reporte
     assert [e.kind for e in tasks.seen] == ["started", "cancelled"]
     assert statuses(dp, lost.task.task_id) == []
     assert not [e for e in events if e.operation == "SetTaskStatus"], "no call, no failure"
+
+
+@pytest.mark.slow
+async def test_a_fleet_of_runners_inside_one_accounts_limits_reports_every_task() -> None:
+    """Three runners on clients of their own share an account whose limits are the
+    documented ones scaled down (polls 2/s, statuses 1/s, runner heartbeats 0.5/s): all 16
+    tasks end FINISHED with their one status landed, none is reported twice or left
+    unreported, and every runner gets tasks (throttled polls back off without starving)."""
+    limits = {
+        "PollForTask": RateLimit(2, burst=2),
+        "SetTaskStatus": RateLimit(1, burst=1),
+        "ReportTaskRunnerHeartbeat": RateLimit(0.5, burst=1),
+        "ReportTaskProgress": RateLimit(10, burst=10),
+    }
+    async with LocalDataPipeline(
+        rate_limits=limits, poll_timeout=0.2, ack_timeout=10, report_timeout=10
+    ) as dp:
+        for _ in range(16):
+            dp.add_pipeline(worker_group=WORKER_GROUP)
+        ran: dict[str, list[str]] = {}
+
+        async def runner_of(name: str, runners: list[TaskRunner]) -> None:
+            async def handle(task: Task, hb: Heartbeat) -> None:
+                ran.setdefault(name, []).append(task.task_id)
+                await anyio.sleep(0.3)
+
+            async with make_client(dp) as client:
+                runner, _ = make_runner(
+                    client, handle, concurrency=4, interval=1, lease_timeout=10,
+                    runner_heartbeat_interval=1, max_poll_pause=1,
+                )  # fmt: skip
+                runners.append(runner)
+                await runner.run()
+
+        def landed(task_id: str) -> list[str]:
+            return [c.params["taskStatus"] for c in dp.calls if c.operation == "SetTaskStatus"
+                    and c.task_id == task_id and c.outcome == "answered"]  # fmt: skip
+
+        def all_reported() -> bool:
+            task_ids = [t for ids in ran.values() for t in ids]
+            return len(task_ids) >= 16 and all(landed(t) for t in task_ids)
+
+        runners: list[TaskRunner] = []
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for k in range(3):
+                    tg.start_soon(runner_of, f"runner-{k}", runners)
+                await dp.wait_for_calls(lambda _: all_reported())
+                for runner in runners:
+                    runner.stop()
+        task_ids = [t for ids in ran.values() for t in ids]
+        throttled = {
+            op
+            for op in limits
+            if any(c.operation == op and c.outcome == THROTTLED for c in dp.calls)
+        }
+    assert len(task_ids) == len(set(task_ids)) == 16
+    assert all(landed(t) == ["FINISHED"] for t in task_ids), [landed(t) for t in task_ids]
+    assert len(ran) == 3, {name: len(ids) for name, ids in ran.items()}
+    assert {"PollForTask", "SetTaskStatus"} <= throttled, "the limits were reached"

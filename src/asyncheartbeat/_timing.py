@@ -69,17 +69,24 @@ class Timing:
         return max(LATENESS_FLOOR, self.interval / 2)
 
     def next_due(
-        self, anchor: float, now: float, lease_end: float, answer_takes: float = 0.0
+        self,
+        anchor: float,
+        now: float,
+        lease_end: float,
+        answer_takes: float = 0.0,
+        period: float | None = None,
     ) -> float:
-        """The first slot on the ``anchor + k * interval`` grid that is still ahead of ``now``.
+        """The first slot on the ``anchor + k * period`` grid that is still ahead of ``now``
+        (``period``: the interval, unless the reports are paced).
 
-        A call slower than the interval skips the slots it covered instead of bursting; but
+        A call slower than the period skips the slots it covered instead of bursting; but
         a report sent on a slot whose answer, taking ``answer_takes``, would come at or past
         ``lease_end`` would lose the lease, so then the report goes now.
         """
-        due = anchor + self.interval
+        period = period or self.interval
+        due = anchor + period
         if due <= now:
-            due = anchor + (math.floor((now - anchor) / self.interval) + 1) * self.interval
+            due = anchor + (math.floor((now - anchor) / period) + 1) * period
         return due if due + answer_takes < lease_end else now
 
 

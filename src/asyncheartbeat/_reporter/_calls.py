@@ -22,7 +22,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -37,12 +37,12 @@ from asyncheartbeat.instrumentation import Event, EventKind, Hook, get_hooks
 from ._admission import Admission
 from ._latency import Latency
 from ._overload import OverloadWindow
+from ._pacing import LEASE_MARGIN, PACING_HEADROOM
 from ._throttle import OperationRate
 
-#: Throttled reports slow down to no less than this many times the rate that keeps every
-#: lease: below it leases are lost for certain. Little more: a floor above what the service
-#: allows would keep the client throttled.
-LEASE_MARGIN = 1.1
+if TYPE_CHECKING:
+    from ._lease import Lease
+
 #: A call throttled this many times in a row waits for its next turn behind the others.
 REPEATED_THROTTLES = 3
 #: What an operation other than reports is taken to have been sent at when first throttled.
@@ -116,6 +116,7 @@ class Calls:
         *,
         deadline: float | Callable[[], float],
         task_id: str | None = None,
+        lease: Lease | None = None,
         backoff_start: float = 1.0,
         backoff_cap: float = 30.0,
         watch: Watch | None = None,
@@ -126,6 +127,7 @@ class Calls:
         Transient failures are retried after a jittered backoff that starts at
         ``backoff_start`` seconds and doubles up to ``backoff_cap``; throttled calls wait
         for the client's next turn instead. A `Transient` returned is the last failure.
+        ``lease``: the lease a report renews, whose share left each answer tells.
 
         Raises:
             HeartbeatError: A programming mistake: a closed or sync client, aiobotocore on
@@ -139,7 +141,7 @@ class Calls:
         # The first attempt reads no clock here: `attempt` checks the deadline as it sends.
         while failures == 0 or current_time() < (limit := deadline_now()):
             outcome = await self.attempt(
-                operation, params, deadline=limit, task_id=task_id, watch=watch,
+                operation, params, deadline=limit, task_id=task_id, lease=lease, watch=watch,
                 attempt=failures + 1,
             )  # fmt: skip
             if isinstance(outcome, Answered):
@@ -174,6 +176,7 @@ class Calls:
         *,
         deadline: float,
         task_id: str | None = None,
+        lease: Lease | None = None,
         watch: Watch | None = None,
         attempt: int = 1,
     ) -> Outcome:
@@ -182,11 +185,12 @@ class Calls:
         service = self.service
         rate = self.rate_of(operation)
         throttles = 0
+        not_before = -math.inf
         while True:
             # A call throttled again and again waits behind the others: a service that
             # throttles some tasks' calls must not let them take every turn.
             back_of_line = throttles >= REPEATED_THROTTLES
-            sent_at = await self._wait_for_turn(operation, rate, deadline, back_of_line)
+            sent_at = await self._wait_for_turn(operation, rate, deadline, back_of_line, not_before)
             if isinstance(sent_at, Transient):
                 return sent_at
             answered = False
@@ -212,6 +216,7 @@ class Calls:
                     return self._answered(
                         operation, task_id, attempt, response, meaning,
                         sent_at=sent_at, answered_at=ended_at,
+                        lease_left=lease.share_left(ended_at) if lease is not None else None,
                     )  # fmt: skip
                 result = meaning
             if scope.cancelled_caught:
@@ -224,6 +229,12 @@ class Calls:
             if not self._throttled(operation, task_id, attempt, result, sent_at):
                 return result
             throttles += 1
+            now = current_time()
+            urgent = now >= rate.urgent_at(deadline, self.answer_takes() or 0.0)
+            retry_after = result.retry_after if isinstance(result, Transient) else None
+            not_before = now + rate.retry_wait(
+                retry_after, time_left=deadline - now, urgent=urgent, jitter=self.random.random()
+            )
 
     def rate_of(self, operation: str) -> OperationRate:
         rate = self.rates.get(operation)
@@ -232,11 +243,19 @@ class Calls:
         return rate
 
     async def _wait_for_turn(
-        self, operation: str, rate: OperationRate, deadline: float, back_of_line: bool
+        self,
+        operation: str,
+        rate: OperationRate,
+        deadline: float,
+        back_of_line: bool,
+        not_before: float,
     ) -> float | Transient:
         """Wait for the operation's rate, then the client's capacity, to let a call go;
         return the time it may go (holding a place on the wire), or why it may not."""
-        if not await rate.pace(deadline, back_of_line=back_of_line):
+        answer_takes = self.answer_takes() or 0.0
+        if not await rate.pace(
+            deadline, back_of_line=back_of_line, not_before=not_before, answer_takes=answer_takes
+        ):
             return Transient(
                 f"the client's rate for {operation} left no turn before the deadline",
                 cut=Cut.DEADLINE,
@@ -275,7 +294,7 @@ class Calls:
                 self.long_call_failures[operation] = result
             else:
                 answered_at = current_time()
-                rate.answered(answered_at)
+                rate.answered(answered_at, self._asked(operation))
                 self.long_call_failures.pop(operation, None)
                 return Answered(response, sent_at, answered_at)
             finally:
@@ -285,12 +304,27 @@ class Calls:
 
     def _slow_down(self, operation: str, rate: OperationRate, retry_after: float | None) -> float:
         if operation == self.service.renew_operation:
-            # What the heartbeats ask for, and what keeps their leases, are known.
+            # What the heartbeats ask for, and what keeps their leases, are known: start
+            # from what the leases need, and find the client's share from below.
             load = self.load
             return rate.throttled(
-                load.asked_per_second, LEASE_MARGIN * load.needed_per_second, retry_after
-            )
+                load.asked_per_second, LEASE_MARGIN * load.needed_per_second, retry_after,
+                from_floor=True,
+            )  # fmt: skip
         return rate.throttled(UNKNOWN_RATE, retry_after=retry_after)
+
+    def _asked(self, operation: str) -> float | None:
+        """The calls/s the client asks for ``operation``, where that is known (reports)."""
+        return self.load.asked_per_second if operation == self.service.renew_operation else None
+
+    def report_stretch(self) -> float:
+        """How many times more reports the heartbeats ask for than the client's rate allows
+        (1 while its reports are not throttled): the factor their spacing stretches by."""
+        rate = self.rates.get(self.service.renew_operation)
+        if rate is None or rate.rate is None:
+            return 1.0
+        stretch = self.load.asked_per_second / rate.rate
+        return PACING_HEADROOM * stretch if stretch > 1 else 1.0
 
     def _throttled(
         self,
@@ -369,6 +403,7 @@ class Calls:
         *,
         sent_at: float,
         answered_at: float,
+        lease_left: float | None = None,
     ) -> Answered:
         latency = answered_at - sent_at
         if self.answered_once:
@@ -377,6 +412,9 @@ class Calls:
         else:
             self.answered_once = True
             self.admission.first_answer()
-        self.rates[operation].answered(answered_at)
-        self.emit(Event(EventKind.ANSWERED, operation, task_id, attempt, latency=latency))
+        self.rates[operation].answered(answered_at, self._asked(operation))
+        self.emit(
+            Event(EventKind.ANSWERED, operation, task_id, attempt, latency=latency,
+                  lease_left=lease_left)
+        )  # fmt: skip
         return Answered(response, sent_at, answered_at, stop)

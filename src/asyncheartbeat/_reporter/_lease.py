@@ -55,6 +55,7 @@ class Lease:
         "last_progress",
         "last_success",
         "primary",
+        "report_period",
         "report_scope",
         "report_timer",
         "round_trip",
@@ -87,6 +88,8 @@ class Lease:
         #: A programming error met in the background, raised by the heartbeat as it ends.
         self.crash: BaseException | None = None
         self.beats = 0
+        #: The spacing of its regular reports now: the interval, or longer while paced.
+        self.report_period = timing.interval
         self.last_success: float | None = None
         #: How long the last answered report took, from sending to its answer.
         self.round_trip = 0.0
@@ -116,6 +119,13 @@ class Lease:
         """When the lease bought by the last answered report runs out."""
         last = self.last_success
         return (-math.inf if last is None else last) + self.timing.lease_timeout
+
+    def share_left(self, now: float) -> float | None:
+        """The share of its lease (0 to 1, below 0 once lost) left at ``now``; None before
+        the first answered report."""
+        if self.last_success is None:
+            return None
+        return (self.lease_end() - now) / self.timing.lease_timeout
 
     def stopped(self) -> TaskStopped:
         """The `TaskStopped` that says why the work was stopped."""

@@ -37,6 +37,7 @@ from asyncheartbeat.instrumentation import Event, EventKind, Hook
 from ._calls import Calls, Watch
 from ._host import Tasks, start_host
 from ._lease import Lease, Stage
+from ._pacing import paced_interval
 from ._schedule import Schedule, Timer
 from ._verdict import verdict
 
@@ -229,7 +230,7 @@ class Reporter:
         self._schedule.set(
             lease,
             Timer.REPORT,
-            lease.timing.next_due(anchor, now, lease.lease_end(), self._answer_takes(lease)),
+            self._next_report(lease, anchor, now),
         )
         if (stall_timeout := lease.timing.stall_timeout) is not None:
             # Counted from here: an acknowledgement slow to come is no stall of the body's.
@@ -387,7 +388,9 @@ class Reporter:
             return  # a verdict came meanwhile, or the heartbeat ended and cut the report
         now = outcome.answered_at if isinstance(outcome, Answered) else current_time()
         if scheduled:
-            self.calls.overload.report_due(now, now - planned, lease.timing.lateness_threshold)
+            # Late for its own spacing: a paced report is not late for waiting its turn.
+            threshold = max(lease.timing.lateness_threshold, lease.report_period / 2)
+            self.calls.overload.report_due(now, now - planned, threshold)
             self.calls.emit(
                 Event(EventKind.SCHEDULED, self._service.renew_operation, lease.task_id,
                       delay=now - planned)
@@ -399,8 +402,15 @@ class Reporter:
             self._schedule.set(lease, Timer.BEAT, now)
         else:
             # Decided now, not at the next slot: a loop blocked later shows as lateness.
-            due = lease.timing.next_due(anchor, now, lease.lease_end(), self._answer_takes(lease))
-            self._schedule.set(lease, Timer.REPORT, due)
+            self._schedule.set(lease, Timer.REPORT, self._next_report(lease, anchor, now))
+
+    def _next_report(self, lease: Lease, anchor: float, now: float) -> float:
+        """When ``lease``'s next regular report is due: one interval on, or further apart
+        while the client's reports are throttled (`paced_interval`)."""
+        period = lease.report_period = paced_interval(lease.timing, self.calls.report_stretch())
+        return lease.timing.next_due(
+            anchor, now, lease.lease_end(), self._answer_takes(lease), period
+        )
 
     def _answer_takes(self, lease: Lease) -> float:
         """How long the next report's answer may take: its lease's last round trip (a new
@@ -476,7 +486,7 @@ class Reporter:
             assert not callable(deadline)
             outcome = await calls.attempt(
                 self._service.renew_operation, params, deadline=deadline,
-                task_id=lease.task_id, watch=watch,
+                task_id=lease.task_id, lease=lease, watch=watch,
             )  # fmt: skip
         else:
             outcome, hedged = await self._call_beside_hedges(lease, params, deadline, watch)
@@ -524,7 +534,7 @@ class Reporter:
         with anyio.CancelScope() as lease.report_scope:
             outcome = await self.calls.call(
                 self._service.renew_operation, params, deadline=deadline,
-                task_id=lease.task_id, watch=watch,
+                task_id=lease.task_id, lease=lease, watch=watch,
                 backoff_start=timing.backoff_start, backoff_cap=timing.interval,
             )  # fmt: skip
         lease.report_scope = None

@@ -83,6 +83,10 @@ class Event:
         final: Whether a ``FAILED`` call ends the request (no retry).
         heartbeats: For ``OVERLOADED``: the heartbeats sharing the client.
         asked_per_second: For ``OVERLOADED``: the reports/s they ask for together.
+        lease_left: For an ``ANSWERED`` report of a task whose lease is held: the share of
+            its lease (0 to 1) the task had left when the report was answered. Near 0, the
+            next lost answer loses the lease: a fleet near its account's limit shows here
+            first.
     """
 
     kind: EventKind
@@ -109,3 +113,6 @@ class Event:
     #: For OVERLOADED: heartbeats sharing the client, and the reports/s they ask for.
     heartbeats: int | None = None
     asked_per_second: float | None = None
+    #: For an ANSWERED report of a held lease: the share of its lease (0 to 1) left when
+    #: the report was answered.
+    lease_left: float | None = None

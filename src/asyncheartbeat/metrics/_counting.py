@@ -22,6 +22,8 @@ TASK_OUTCOMES = tuple(kind for kind in typing.get_args(TaskEventKind) if kind !=
 #: Seconds: from a few milliseconds (a warm client) to a lease (300 s by default).
 REPORT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                   120.0, 300.0)  # fmt: skip
+#: Shares of a lease: alert well before 0 (a lease lost), where a fleet nears its limit.
+LEASE_LEFT_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 #: Seconds: from a second to a day.
 TASK_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0,
                 43200.0, 86400.0)  # fmt: skip
@@ -70,6 +72,11 @@ METRICS: tuple[MetricSpec, ...] = (
         "Seconds from a scheduled report's slot to its answer (or to giving it up)",
     ),
     MetricSpec(
+        "report_lease_left", "histogram", "asyncheartbeat_report_lease_left_ratio",
+        "asyncheartbeat.report.lease_left", "1", None, None,
+        "The share of its lease (0 to 1) a task had left when its report was answered",
+    ),
+    MetricSpec(
         "leases_held", "gauge", "asyncheartbeat_leases_held", "asyncheartbeat.leases.held",
         "{lease}", None, None, "Heartbeats acknowledged and not yet ended",
     ),
@@ -96,10 +103,10 @@ class Counting:
     """The rule both backends follow: which event counts where. A backend implements the
     ``_record_*`` methods; this class decides when they are called.
 
-    - A report attempt counts once: ANSWERED (with its latency), THROTTLED, or failed
-      (RETRIED, or a FAILED of the calls, which number its attempt; a FAILED without
-      one is a heartbeat's note about a call already counted). Attempts cut by their
-      deadline, or let go as another attempt answered, count nowhere.
+    - A report attempt counts once: ANSWERED (with its latency and the lease left),
+      THROTTLED, or failed (RETRIED, or a FAILED of the calls, which number its attempt; a
+      FAILED without one is a heartbeat's note about a call already counted). Attempts cut
+      by their deadline, or let go as another attempt answered, count nowhere.
     - SCHEDULED gives the lateness; VERDICT a stop, labelled ``reason.value`` (so a reason
       added later needs nothing here), except a stall, counted by the ENDED of a heartbeat
       that ended STALLED (a canceled answer to its final report replaces it);
@@ -161,6 +168,8 @@ class Counting:
             self._record_report("answered")
             if event.latency is not None:
                 self._record_report_duration(event.latency)
+            if event.lease_left is not None:
+                self._record_lease_left(event.lease_left)
 
     def _scheduled(self, event: Event) -> None:
         if event.delay is not None:
@@ -183,6 +192,9 @@ class Counting:
         raise NotImplementedError
 
     def _record_lateness(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    def _record_lease_left(self, share: float) -> None:
         raise NotImplementedError
 
     def _record_leases(self, change: int) -> None:

@@ -18,7 +18,15 @@ except ImportError as missing:  # pragma: no cover - proved by a test that hides
 
 from asyncheartbeat._errors import CancelReason
 
-from ._counting import REPORT_BUCKETS, REPORT_OUTCOMES, SPECS, TASK_BUCKETS, TASK_OUTCOMES, Counting
+from ._counting import (
+    LEASE_LEFT_BUCKETS,
+    REPORT_BUCKETS,
+    REPORT_OUTCOMES,
+    SPECS,
+    TASK_BUCKETS,
+    TASK_OUTCOMES,
+    Counting,
+)
 
 __all__ = ["OpenTelemetryMetrics"]
 
@@ -58,6 +66,9 @@ class OpenTelemetryMetrics(Counting):
         self._lateness = meter.create_histogram(
             **spec("report_lateness"), explicit_bucket_boundaries_advisory=REPORT_BUCKETS
         )
+        self._lease_left = meter.create_histogram(
+            **spec("report_lease_left"), explicit_bucket_boundaries_advisory=LEASE_LEFT_BUCKETS
+        )
         self._leases = meter.create_up_down_counter(**spec("leases_held"))
         self._stops = meter.create_counter(**spec("stops"))
         self._tasks = meter.create_counter(**spec("tasks"))
@@ -78,6 +89,9 @@ class OpenTelemetryMetrics(Counting):
 
     def _record_lateness(self, seconds: float) -> None:
         self._lateness.record(seconds)
+
+    def _record_lease_left(self, share: float) -> None:
+        self._lease_left.record(share)
 
     def _record_leases(self, change: int) -> None:
         self._leases.add(change)

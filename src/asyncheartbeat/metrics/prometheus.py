@@ -23,7 +23,15 @@ import anyio
 
 from asyncheartbeat._errors import CancelReason
 
-from ._counting import REPORT_BUCKETS, REPORT_OUTCOMES, SPECS, TASK_BUCKETS, TASK_OUTCOMES, Counting
+from ._counting import (
+    LEASE_LEFT_BUCKETS,
+    REPORT_BUCKETS,
+    REPORT_OUTCOMES,
+    SPECS,
+    TASK_BUCKETS,
+    TASK_OUTCOMES,
+    Counting,
+)
 
 __all__ = ["PrometheusMetrics", "serve"]
 
@@ -56,6 +64,8 @@ class PrometheusMetrics(Counting):
                                  buckets=REPORT_BUCKETS)  # fmt: skip
             lateness = self._add(prometheus_client.Histogram, "report_lateness",
                                  buckets=REPORT_BUCKETS)  # fmt: skip
+            lease_left = self._add(prometheus_client.Histogram, "report_lease_left",
+                                   buckets=LEASE_LEFT_BUCKETS)  # fmt: skip
             leases = self._add(prometheus_client.Gauge, "leases_held")
             stops = self._add(prometheus_client.Counter, "stops")
             tasks = self._add(prometheus_client.Counter, "tasks")
@@ -72,6 +82,7 @@ class PrometheusMetrics(Counting):
         self._reports = {outcome: reports.labels(outcome) for outcome in REPORT_OUTCOMES}
         self._duration = duration
         self._lateness = lateness
+        self._lease_left = lease_left
         self._leases = leases
         self._stops_family = stops
         self._stops = {reason.value: stops.labels(reason.value) for reason in CancelReason}
@@ -102,6 +113,9 @@ class PrometheusMetrics(Counting):
 
     def _record_lateness(self, seconds: float) -> None:
         self._lateness.observe(seconds)
+
+    def _record_lease_left(self, share: float) -> None:
+        self._lease_left.observe(share)
 
     def _record_leases(self, change: int) -> None:
         self._leases.inc(change)
