@@ -218,7 +218,8 @@ async def test_run_stops_a_command_that_goes_silent_and_exits_120(dp: LocalDataP
     exits 120."""
     task_id = dp.add_task()
     script = (
-        'trap "echo terminated; exit 0" TERM; '
+        # A second SIGTERM (the group's, under load) must not print twice.
+        "trap \"trap '' TERM; echo terminated; exit 0\" TERM; "
         "for i in 1 2 3 4 5; do echo out-$i; sleep 0.3; done; "
         'for i in 1 2 3 4 5; do echo "asyncheartbeat: step=$i"; sleep 0.3; done; '
         "for i in 1 2 3 4 5; do echo err-$i >&2; sleep 0.3; done; "
