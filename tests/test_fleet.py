@@ -65,6 +65,20 @@ class Fleet:
                 tg.start_soon(job, n)
 
 
+def throttled_once_at(at: float) -> Any:
+    """A MockClient handler answering every report, but the first at or after ``at`` with
+    ThrottlingException."""
+    throttle_once = [True]
+
+    def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
+        if anyio.current_time() >= at and throttle_once:
+            throttle_once.clear()
+            raise MockServiceError("ThrottlingException", "Rate exceeded")
+        return {"canceled": False}
+
+    return answer
+
+
 @pytest.mark.parametrize("workers", [8, 16])
 async def test_a_fleet_sharing_one_account_keeps_every_lease_as_workers_join_and_leave(
     workers: int,
@@ -154,15 +168,7 @@ async def test_the_first_throttled_report_slows_the_client_to_what_its_leases_ne
 ) -> None:
     """Throttled once, a client's rate drops at once to LEASE_MARGIN reports per lease per
     heartbeat, the least that keeps every lease, and finds its share from there."""
-    throttle_once = [True]
-
-    def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
-        if anyio.current_time() >= 8 and throttle_once:
-            throttle_once.clear()
-            raise MockServiceError("ThrottlingException", "Rate exceeded")
-        return {"canceled": False}
-
-    reporter = Reporter(MockClient(answer, max_pool_connections=50))
+    reporter = Reporter(MockClient(throttled_once_at(8), max_pool_connections=50))
 
     async def job(n: int) -> None:
         async with Heartbeat(reporter, f"task-{n}", interval=4, lease_timeout=25):
@@ -178,15 +184,7 @@ async def test_the_first_throttled_report_slows_the_client_to_what_its_leases_ne
 async def test_the_rate_grows_back_only_while_the_client_asks_for_more() -> None:
     """After a throttle, answered reports raise the client's rate up to what its heartbeats
     ask for, and no further: a rate above it would hold nothing back from a later surge."""
-    throttle_once = [True]
-
-    def answer(task_id: str, fields: list[dict[str, str]]) -> Mapping[str, Any]:
-        if anyio.current_time() >= 20 and throttle_once:
-            throttle_once.clear()
-            raise MockServiceError("ThrottlingException", "Rate exceeded")
-        return {"canceled": False}
-
-    reporter = Reporter(MockClient(answer, max_pool_connections=50))
+    reporter = Reporter(MockClient(throttled_once_at(20), max_pool_connections=50))
 
     async def job(n: int) -> None:
         async with Heartbeat(reporter, f"task-{n}", interval=10, lease_timeout=25):
