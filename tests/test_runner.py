@@ -21,7 +21,7 @@ from asyncheartbeat import (
     TaskRunner,
     TaskStopped,
 )
-from asyncheartbeat.testing import Fault, LocalDataPipeline, RateLimit
+from asyncheartbeat.testing import Call, Fault, LocalDataPipeline, RateLimit
 
 from .conftest import EventLog, TaskEvents, client_config, make_client
 
@@ -349,6 +349,34 @@ async def test_a_status_that_never_lands_is_not_called_finished(
     await until(runner, lambda: events.wait_for("unreported"))
     assert not events.of("finished")
     assert dp.attempt(events.of("unreported")[0].task.task_id).status.value == "RUNNING"
+
+
+@pytest.mark.local_datapipeline(poll_timeout=0.2, ack_timeout=5, report_timeout=1.0)
+async def test_a_status_throttled_for_longer_than_a_lease_lands_while_the_reports_hold_it(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """SetTaskStatus throttled for two leases after the handler returned: the heartbeat
+    keeps reporting, so the service never times the attempt out, and FINISHED lands."""
+    dp.inject(Fault.error("ThrottlingException"), operation="SetTaskStatus", times=None)
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+    runner, events = make_runner(client, do_nothing)
+
+    def throttled_for_two_leases(calls: list[Call]) -> bool:
+        at = [c.received_at for c in calls if c.operation == "SetTaskStatus"]
+        return bool(at) and at[-1] - at[0] > 2.0
+
+    async def throttle_then_answer() -> None:
+        await dp.wait_for_calls(throttled_for_two_leases)
+        task_id = events.of("started")[0].task.task_id
+        assert dp.attempt(task_id).status.value == "RUNNING", "the reports held the lease"
+        dp.clear_faults()
+        await events.wait_for("finished")
+
+    await until(runner, throttle_then_answer)
+    task_id = events.of("finished")[0].task.task_id
+    assert statuses(dp, task_id)[-1] == "FINISHED"
+    assert dp.attempt(task_id).status.value == "FINISHED"
+    assert not events.of("unreported")
 
 
 async def test_no_more_tasks_run_at_once_than_concurrency_allows(

@@ -273,6 +273,7 @@ class Heartbeat:
             and (lease.verdict is None or stalled)
             and lease.crash is None
             and (fields_changed or stalled)
+            and not lease.body_done
         )
         await self._reporter.end(lease, report_last=report_last)
 
@@ -285,6 +286,21 @@ class Heartbeat:
         if lease.verdict is not None and self._raise_on_cancel:
             raise lease.stopped() from lease.verdict.error
         return body_cancelled_by_us
+
+    async def _status_follows(self) -> bool:
+        """The body's work is over, and a status sent before the heartbeat is left will say
+        how it ended (`TaskRunner` awaits this): the reports go on holding the lease until
+        then, but the work cannot stall any more. A status carries no fields, so the ones
+        the body changed last go in a report first, instead of as the heartbeat is left.
+        False if the lease ran out meanwhile: no status may follow, and leaving says why."""
+        lease = self._lease
+        if lease.ran_out(self._reporter.clock()):
+            return False
+        self._watching = False
+        lease.body_done = True
+        if self._fields.version != lease.answered_version:
+            await self.beat()
+        return True
 
     # -- reporting ----------------------------------------------------------------------------
 
@@ -375,11 +391,9 @@ class NotAsyncError(TypeError):
     """A function that must be async returned something that cannot be awaited."""
 
 
-async def run_under(
-    heartbeat: Heartbeat, what: str, fn: Callable[[*PosArgs], Awaitable[T]], *args: *PosArgs
-) -> T:
-    """Await ``fn(*args)`` under ``heartbeat``. ``fn`` is called first, so that a sync one
-    (``what`` names it in the error) is refused before the task is acknowledged."""
+def call_async(what: str, fn: Callable[[*PosArgs], Awaitable[T]], *args: *PosArgs) -> Awaitable[T]:
+    """``fn(*args)``, refused with `NotAsyncError` (``what`` names it) unless it returned an
+    awaitable."""
     running = fn(*args)
     if not inspect.isawaitable(running):
         name = getattr(fn, "__qualname__", type(fn).__name__)
@@ -387,6 +401,15 @@ async def run_under(
             f"{what} must be an async function: {name}(...) returned "
             f"{type(running).__name__}, not an awaitable"
         )
+    return running
+
+
+async def run_under(
+    heartbeat: Heartbeat, what: str, fn: Callable[[*PosArgs], Awaitable[T]], *args: *PosArgs
+) -> T:
+    """Await ``fn(*args)`` under ``heartbeat``. ``fn`` is called first, so that a sync one
+    (``what`` names it in the error) is refused before the task is acknowledged."""
+    running = call_async(what, fn, *args)
     try:
         async with heartbeat:
             return await running

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 import socket
 import sys
@@ -19,7 +20,7 @@ from ._clock import current_time
 from ._datapipeline import ACKNOWLEDGEMENT_LIMIT, LONGEST_POLL, client_config
 from ._errors import CancelReason, HeartbeatError, stalled_detail
 from ._fields import check_member
-from ._heartbeat import Heartbeat, NotAsyncError, run_under
+from ._heartbeat import Heartbeat, NotAsyncError, call_async, run_under
 from ._log import fields, one_line
 from ._model import member_shape
 from ._reporter import Reporter
@@ -41,6 +42,13 @@ Handler = Callable[[Task, Heartbeat], Awaitable[object]]
 TaskEventKind = Literal["started", "finished", "false", "failed", "cancelled", "unreported"]
 #: How long running tasks may go on once the runner is asked to stop, unless told otherwise.
 SHUTDOWN_GRACE = 30.0
+
+#: How long, in leases from the handler's end, a status is tried while the heartbeat
+#: holds the lease: a throttled status queue drains far sooner at any concurrency the
+#: account's 10 statuses/s allow; past this the service must be failing the call itself.
+STATUS_LEASES = 3
+#: When a call gives up: a time on the reporter's clock, or a function that tells it.
+Deadline = float | Callable[[], float]
 
 #: The ``errorId`` of a task reported FAILED because its heartbeat found it stalled.
 STALLED_ERROR_ID = "TaskStalled"
@@ -95,9 +103,9 @@ class TaskEvent:
     - ``cancelled``: the heartbeat stopped the work for any other reason (``reason`` says
       why; nothing is reported, the task is no longer ours), or the runner shut down
       (``reason`` None: the service reassigns it).
-    - ``unreported``: the handler ended but its status did not land (SetTaskStatus failed
-      until the lease ran out, or was refused: ``reason`` then says why); the service times
-      the attempt out and retries it.
+    - ``unreported``: the handler ended but its status did not land (SetTaskStatus kept
+      failing for three leases, was refused, or the heartbeat stopped while it
+      was sent: ``reason`` then says why); the service times the attempt out and retries it.
 
     Attributes:
         kind: ``"started"``, ``"finished"``, ``"false"``, ``"failed"``, ``"cancelled"`` or
@@ -162,7 +170,8 @@ class TaskRunner:
             UUID.
         interval: Each task's `Heartbeat` ``interval``, in seconds.
         lease_timeout: Each task's `Heartbeat` ``lease_timeout``, in seconds; SetTaskStatus
-            is retried for as long as it would last.
+            is sent while the heartbeat still holds the lease, and tried for as long as it
+            holds (at most three leases).
         call_timeout: Each task's `Heartbeat` ``call_timeout``; None for its default.
         runner_heartbeat_interval: Seconds between the runner's own
             ReportTaskRunnerHeartbeat calls (15 minutes by default).
@@ -407,8 +416,6 @@ class TaskRunner:
     # -- one task ---------------------------------------------------------------------------------
 
     async def _run_task(self, task: Task) -> None:
-        started = current_time()
-        self._emit(TaskEvent("started", task, 0.0))
         heartbeat = Heartbeat(
             self.reporter,
             task.task_id,
@@ -417,70 +424,112 @@ class TaskRunner:
             call_timeout=self._timing.call_timeout,
             stall_timeout=self._timing.stall_timeout,
         )
+        run = _TaskRun(task, heartbeat, current_time())
+        self._emit(run.event("started"))
         self._copies[task.task_id] = heartbeat
-        stall_watch = self._watch_stall(heartbeat)
-
-        def event(kind: TaskEventKind, **details: Any) -> TaskEvent:
-            return TaskEvent(kind, task, current_time() - started, **details)
-
-        async def end(
-            status: str,
-            kind: TaskEventKind,
-            error: Exception | None = None,
-            *,
-            fields: dict[str, str] | None = None,
-            reason: CancelReason | None = None,
-        ) -> None:
-            if fields is None:
-                fields = _error_fields(error) if status == "FAILED" and error is not None else {}
-            outcome = await self._set_status(task.task_id, status, heartbeat.last_success, **fields)
-            self._emit_ended(event(kind, reason=reason, error=error), outcome)
-
-        async def fail_stalled(error: Exception) -> None:
-            # Still ours, unlike every other reason: FAILED, so that the service retries it.
-            assert self._timing.stall_timeout is not None
-            if stall_watch is not None and (outcome := await stall_watch.result()) is not None:
-                if isinstance(outcome, Exception):  # raised rather than failed
-                    self._fail(outcome)
-                    outcome = Transient(_printable(outcome, str), error=outcome)
-                self._emit_ended(event("failed", reason=CancelReason.STALLED, error=error), outcome)
-                return
-            fields = _stalled_fields(stalled_detail(self._timing.stall_timeout), _stopped_at(error))
-            await end("FAILED", "failed", error, fields=fields, reason=CancelReason.STALLED)
-
+        run.stall_watch = self._watch_stall(heartbeat)
+        running: Awaitable[object] | None = None
         try:
             try:
-                await run_under(heartbeat, "handler", self._handler, task, heartbeat)
+                running = call_async("handler", self._handler, task, heartbeat)
+                await run_under(heartbeat, "handler", self._handle_then_report, run, running)
             except NotAsyncError as error:
                 # The program's mistake, not the task's: every task would fail the same way,
                 # each spending one of its retries. The runner stops, leaving this task (not
                 # acknowledged) to be handed out again, and run() raises.
                 self._refuse_handler(error)
-                self._emit(event("cancelled"))
+                self._emit(run.event("cancelled"))
             except Exception as error:  # TaskStopped included: the heartbeat says why
-                if heartbeat.cancel_reason is CancelReason.STALLED:
-                    await fail_stalled(error)  # what its cleanup raised does not change that
-                elif heartbeat.cancel_reason is not None:
-                    # The heartbeat stopped the work: the task is no longer ours to report,
-                    # whatever the handler's cleanup raised afterwards.
-                    self._emit(event("cancelled", reason=heartbeat.cancel_reason, error=error))
-                elif isinstance(error, PreconditionFalse):
-                    await end("FALSE", "false", error)
-                else:
-                    await end("FAILED", "failed", error)
+                await self._after_heartbeat(run, error)
             else:
-                await end("FINISHED", "finished")
+                await self._after_heartbeat(run, None)
         except anyio.get_cancelled_exc_class():
-            self._emit(event("cancelled"))
+            self._emit(run.event("cancelled"))
             raise
         except BaseException as error:
             # SystemExit, KeyboardInterrupt or GeneratorExit from the handler: a graceful
             # shutdown (the other tasks get their grace), then run() raises it.
-            self._emit(event("cancelled", error=self._fail(_exiting(error) or error)))
+            self._emit(run.event("cancelled", error=self._fail(_exiting(error) or error)))
         finally:
+            if inspect.iscoroutine(running):
+                running.close()  # unawaited if the acknowledgement failed; else a no-op
             del self._copies[task.task_id]
             self.running -= 1
             self._slots.release()
+
+    async def _handle_then_report(self, run: _TaskRun, running: Awaitable[object]) -> None:
+        """Inside the heartbeat: await the handler, then send the status that says how it
+        ended, while the heartbeat's reports go on holding the lease. A status throttled by
+        a fleet sharing the account's 10/s is so never lost while the reports land. When the
+        heartbeat stops the work, its reason is the task's end: nothing is sent."""
+        heartbeat = run.heartbeat
+        try:
+            await running
+        except Exception as error:
+            if heartbeat.cancel_reason is not None:
+                raise
+            false = isinstance(error, PreconditionFalse)
+            ended = _HandlerEnd("FALSE" if false else "FAILED", "false" if false else "failed",
+                                error)  # fmt: skip
+        else:
+            if heartbeat.cancel_reason is not None:
+                return  # leaving the heartbeat raises TaskStopped
+            ended = _HandlerEnd("FINISHED", "finished", None)
+        if not await heartbeat._status_follows():
+            return  # leaving the heartbeat raises TaskStopped: the lease ran out
+        run.ended = ended
+        lease = heartbeat._lease
+        give_up_at = self.reporter.clock() + STATUS_LEASES * self._timing.lease_timeout
+        run.ended.outcome = await self._set_status(
+            heartbeat.task_id, run.ended.status, lambda: min(give_up_at, lease.lease_end()),
+            **run.ended.fields(),
+        )  # fmt: skip
+
+    async def _after_heartbeat(self, run: _TaskRun, error: Exception | None) -> None:
+        """The task's last event, once its heartbeat was left, raising ``error`` or not
+        (`TaskStopped`, or its own failure)."""
+        heartbeat, ended = run.heartbeat, run.ended
+        if ended is not None and ended.outcome is not None:
+            # The status landed (or failed) first: a verdict after it changes nothing.
+            self._emit_ended(ended.event(run), ended.outcome)
+        elif ended is not None:
+            # Stopped while its status was being sent: the task is not ours to report any
+            # more (cancelled, gone, or its lease lost).
+            self._emit(run.event("unreported", reason=heartbeat.cancel_reason, error=ended.error))
+        elif heartbeat.cancel_reason is CancelReason.STALLED:
+            await self._fail_stalled(run, error)  # what its cleanup raised changes nothing
+        elif heartbeat.cancel_reason is not None:
+            # The heartbeat stopped the work: the task is no longer ours to report, whatever
+            # the handler's cleanup raised afterwards.
+            self._emit(run.event("cancelled", reason=heartbeat.cancel_reason, error=error))
+        else:  # the heartbeat itself failed (HeartbeatError): the task is still ours
+            await self._report_left(run, _HandlerEnd("FAILED", "failed", error))
+
+    async def _report_left(
+        self, run: _TaskRun, ended: _HandlerEnd, *, fields: dict[str, str] | None = None
+    ) -> None:
+        """Report a task whose heartbeat was left: while the lease it bought holds."""
+        deadline = self._lease_left_by(self.reporter, run.heartbeat.last_success)
+        outcome = await self._set_status(
+            run.task.task_id,
+            ended.status,
+            deadline,
+            **(ended.fields() if fields is None else fields),
+        )
+        self._emit_ended(ended.event(run), outcome)
+
+    async def _fail_stalled(self, run: _TaskRun, error: Exception | None) -> None:
+        # Still ours, unlike every other reason: FAILED, so that the service retries it.
+        assert self._timing.stall_timeout is not None
+        ended = _HandlerEnd("FAILED", "failed", error, reason=CancelReason.STALLED)
+        if run.stall_watch is not None and (outcome := await run.stall_watch.result()) is not None:
+            if isinstance(outcome, Exception):  # raised rather than failed
+                self._fail(outcome)
+                outcome = Transient(_printable(outcome, str), error=outcome)
+            self._emit_ended(ended.event(run), outcome)
+            return
+        fields = _stalled_fields(stalled_detail(self._timing.stall_timeout), _stopped_at(error))
+        await self._report_left(run, ended, fields=fields)
 
     def _emit_ended(self, ended: TaskEvent, outcome: Literal[True] | Transient | Final) -> None:
         """The task's last event: ``ended`` if its status landed, else ``unreported``."""
@@ -489,9 +538,7 @@ class TaskRunner:
             ended = dataclasses.replace(ended, kind="unreported", reason=reason)
         self._emit(ended)
 
-    def _watch_stall(
-        self, heartbeat: Heartbeat
-    ) -> InThread[Literal[True] | Transient | Final | Exception | None] | None:
+    def _watch_stall(self, heartbeat: Heartbeat) -> StallWatch | None:
         """With a `ReportingThread` and a stall timeout: watch for a stall in the thread. A
         handler stuck in sync code may not yield before its lease ends, so the thread
         reports it FAILED itself."""
@@ -518,7 +565,9 @@ class TaskRunner:
         await reporter.end(lease, report_last=False)  # this status says all there is to say
         fields = _stalled_fields(stalled_detail(self._timing.stall_timeout), where)
         try:
-            return await self._send_status(reporter, lease.task_id, "FAILED", since, **fields)
+            return await self._send_status(
+                reporter, lease.task_id, "FAILED", self._lease_left_by(reporter, since), **fields
+            )
         except Exception as error:  # handed to the runner's side, which fails on it
             return error
 
@@ -579,18 +628,19 @@ class TaskRunner:
                 extra=self._fields("task_malformed", task_id=task_id, detail=one_line(error)),
             )  # fmt: skip
             await self._set_status(
-                task_id, "FAILED", None, errorId="MalformedTaskObject",
+                task_id, "FAILED", self._lease_left_by(self.reporter, None),
+                errorId="MalformedTaskObject",
                 errorMessage=_fit(str(error), "errorMessage"),
             )  # fmt: skip
         finally:
             self._slots.release()
 
     async def _set_status(
-        self, task_id: str, status: str, since: float | None, **error_fields: str
+        self, task_id: str, status: str, deadline: Deadline, **error_fields: str
     ) -> Literal[True] | Transient | Final:
         """SetTaskStatus, as `_send_status` says, through the runner's reporter."""
         try:
-            return await self._send_status(self.reporter, task_id, status, since, **error_fields)
+            return await self._send_status(self.reporter, task_id, status, deadline, **error_fields)
         except Exception as error:  # a plain one out of run(), after the grace
             self._fail(error)
             return Transient(_printable(error, str), error=error)
@@ -600,22 +650,15 @@ class TaskRunner:
         via: Reporter | ReportingThread,
         task_id: str,
         status: str,
-        since: float | None,
+        deadline: Deadline,
         **error_fields: str,
     ) -> Literal[True] | Transient | Final:
-        """SetTaskStatus, retried on transient failures for as long as the task is ours: until
-        the lease bought by the report sent at ``since`` (or the task's acknowledgement
-        window, for a task never reported) runs out. True once it landed, else the failure."""
-        # On the reporter's clock, which ``since`` (a heartbeat's last_success) is read on.
-        now = via.clock()
-        if since is None:
-            give_up_at = now + min(self._timing.lease_timeout, ACKNOWLEDGEMENT_LIMIT)
-        else:
-            give_up_at = since + self._timing.lease_timeout
+        """SetTaskStatus, retried on transient failures for as long as the task is ours:
+        until ``deadline`` (on ``via``'s clock). True once it landed, else the failure."""
         result = await via.calls.call(
             "SetTaskStatus",
             {"taskId": task_id, "taskStatus": status, **error_fields},
-            deadline=give_up_at,
+            deadline=deadline,
             task_id=task_id,
             backoff_start=self._timing.backoff_start,
             backoff_cap=self._timing.interval,
@@ -641,6 +684,14 @@ class TaskRunner:
                 ),
             )  # fmt: skip
         return result
+
+    def _lease_left_by(self, via: Reporter | ReportingThread, since: float | None) -> float:
+        """When the lease bought by the report sent at ``since`` runs out (a heartbeat's
+        last_success, on ``via``'s clock), or the acknowledgement window of a task never
+        reported."""
+        if since is None:
+            return via.clock() + min(self._timing.lease_timeout, ACKNOWLEDGEMENT_LIMIT)
+        return since + self._timing.lease_timeout
 
     def _fields(self, event: str, **values: Any) -> dict[str, Any]:
         """``extra=`` for a record of this runner."""
@@ -723,10 +774,10 @@ def _check_read_timeout(client: Any) -> None:
         )
 
 
-def _stopped_at(error: Exception) -> str | None:
+def _stopped_at(error: Exception | None) -> str | None:
     """Where the handler was waiting when it was stopped: the stack of the cancellation
     that stopped it (the `TaskStopped`'s or its cleanup's context)."""
-    cancelled = error.__context__
+    cancelled = error.__context__ if error is not None else None
     if isinstance(cancelled, anyio.get_cancelled_exc_class()) and cancelled.__traceback__:
         return "".join(traceback.format_tb(cancelled.__traceback__))
     return None
@@ -802,3 +853,38 @@ def _fit(value: str, member: str, *, keep_end: bool = False) -> str:
     if limit is not None and len(value) > limit:
         value = "…" + value[-(limit - 1) :] if keep_end else value[: limit - 1] + "…"
     return value or "?"
+
+
+StallWatch = InThread[Literal[True] | Transient | Final | Exception | None]
+
+
+@dataclasses.dataclass
+class _HandlerEnd:
+    """How a handler ended, the status that says so, and how that status fared."""
+
+    status: str
+    kind: TaskEventKind
+    error: Exception | None
+    reason: CancelReason | None = None
+    outcome: Literal[True] | Transient | Final | None = None
+
+    def fields(self) -> dict[str, str]:
+        """The status's error fields: a FAILED one says what was raised."""
+        return _error_fields(self.error) if self.status == "FAILED" and self.error else {}
+
+    def event(self, run: _TaskRun) -> TaskEvent:
+        return run.event(self.kind, reason=self.reason, error=self.error)
+
+
+@dataclasses.dataclass
+class _TaskRun:
+    """One task run by the runner: its heartbeat, and how its handler ended."""
+
+    task: Task
+    heartbeat: Heartbeat
+    started: float
+    stall_watch: StallWatch | None = None
+    ended: _HandlerEnd | None = None
+
+    def event(self, kind: TaskEventKind, **details: Any) -> TaskEvent:
+        return TaskEvent(kind, self.task, current_time() - self.started, **details)

@@ -42,6 +42,7 @@ class Lease:
         "attempts_started",
         "beat_wanted_by",
         "beats",
+        "body_done",
         "body_loop",
         "body_scope",
         "changed",
@@ -78,6 +79,10 @@ class Lease:
         #: The event loop the body runs on, when it is not the reporter's (set before
         #: `start`): the body's scope is then cancelled through it.
         self.body_loop: anyio.lowlevel.EventLoopToken | None = None
+        #: The body's work is over and a status says how it ended (a `TaskRunner`'s): the
+        #: reports go on to hold the lease until it lands, but nothing can stall any more,
+        #: and no last report is sent.
+        self.body_done = False
         # -- written by the reporter --
         #: The attempt number the most demanding beat() waits for.
         self.beat_wanted_by = 0
@@ -119,6 +124,11 @@ class Lease:
         """When the lease bought by the last answered report runs out."""
         last = self.last_success
         return (-math.inf if last is None else last) + self.timing.lease_timeout
+
+    def ran_out(self, now: float) -> bool:
+        """Whether the lease ran out by ``now`` with no verdict to say so: the body blocked
+        the loop past it, so none could reach it, and the task is probably someone else's."""
+        return self.verdict is None and now >= self.lease_end()
 
     def share_left(self, now: float) -> float | None:
         """The share of its lease (0 to 1, below 0 once lost) left at ``now``; None before

@@ -276,9 +276,7 @@ class Reporter:
         """
         if lease.stage in (Stage.CLOSING, Stage.CLOSED):
             return  # ended already (a ReportingThread that was left ends its leases)
-        if lease.verdict is None and current_time() >= lease.lease_end():
-            # A body that blocked the loop past the lease, then ended without another await:
-            # no verdict could reach it, and the task is probably someone else's by now.
+        if lease.ran_out(current_time()):
             timeout = lease.timing.lease_timeout
             self._conclude(lease, Final(CancelReason.LEASE_LOST, f"no report succeeded for "
                            f"{timeout:g} s: the block ended after its lease ran out"))  # fmt: skip
@@ -421,7 +419,7 @@ class Reporter:
     def _check_stalls(self, stalls: list[tuple[Lease, float]]) -> None:
         for lease, noted in stalls:
             stall_timeout = lease.timing.stall_timeout
-            if lease.stage is not Stage.RUNNING or stall_timeout is None:
+            if lease.stage is not Stage.RUNNING or stall_timeout is None or lease.body_done:
                 continue
             if lease.last_progress == noted and current_time() >= noted + stall_timeout:
                 self._conclude(lease, Final(CancelReason.STALLED, stalled_detail(stall_timeout)))
