@@ -441,15 +441,15 @@ def _listen(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family)
 
 
+#: What the library's timing check calls each value: the option that gave it.
+_TIMING_NAMES = {
+    name: "--" + name.replace("_", "-") for name in ("interval", "lease_timeout", "stall_timeout")
+}
+
+
 def _check_options(args: argparse.Namespace) -> None:
     """Refuse, naming the option, what parses but cannot work."""
-    try:
-        Timing.check(args.interval, args.lease_timeout, None, args.stall_timeout)
-    except ValueError as problem:
-        text = str(problem)
-        for name in ("lease_timeout", "stall_timeout"):
-            text = text.replace(name, "--" + name.replace("_", "-"))
-        raise ValueError(text.replace("than interval", "than --interval")) from None
+    Timing.check(args.interval, args.lease_timeout, None, args.stall_timeout, names=_TIMING_NAMES)
     if args.command == "run":
         check_member("ReportTaskProgressInput", "taskId", args.task_id, name="--task-id")
     elif not args.worker_group:
