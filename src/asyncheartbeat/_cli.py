@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from ._arguments import port, positive_seconds, seconds_or_zero
+from ._arguments import number, port, positive_seconds, seconds_or_zero
 from ._command import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
@@ -49,14 +49,6 @@ METRICS_HOST = "127.0.0.1"
 #: ``worker --log-dir``: the log file, and how many hourly files are kept (a week's).
 LOG_FILE = "asyncheartbeat-worker.log"
 LOG_BACKUPS = 168
-
-
-def _number(text: str) -> float:
-    """A number, whatever its value: `_check_options` says which values can work."""
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
 
 
 def _exit_status(text: str) -> int:
@@ -99,7 +91,7 @@ def _add_common(command: argparse.ArgumentParser) -> None:
         help="stop the command after this long without an answered report (default: 300)",
     )  # fmt: skip
     timing.add_argument(
-        "--stall-timeout", type=_number, metavar="SECONDS",
+        "--stall-timeout", type=number, metavar="SECONDS",
         help="stop CMD when it has printed no line (on standard output or error) for this "
         "long: a stall (run exits with 120; worker reports the task FAILED, errorId "
         "TaskStalled); default: never",
