@@ -15,8 +15,14 @@ from asyncheartbeat._cli import EXIT_CODES, EXIT_STATUSES, main
     [
         (["run", "--task-id", "t", "--field", "oops", "--", "true"], "'oops' is not key=value"),
         (["run", "--task-id", "t", "--field", "k=\x07", "--", "true"], "does not accept"),
-        (["run", "--task-id", "t", "--grace", "-1", "--", "true"], "'-1' must be 0 seconds"),
-        (["run", "--task-id", "t", "--interval", "0", "--", "true"], "more than 0 seconds"),
+        (
+            ["run", "--task-id", "t", "--grace", "-1", "--", "true"],
+            "argument --grace: '-1' must be a finite number of seconds 0 or more",
+        ),
+        (
+            ["run", "--task-id", "t", "--interval", "0", "--", "true"],
+            "argument --interval: '0' must be a finite number of seconds greater than 0",
+        ),
         (["run", "--task-id", "t"], "run needs a command to run"),
         (["worker", "--worker-group", "wg", "--concurrency", "0", "--", "true"], "at least 1"),
         (["worker", "--worker-group", "wg", "--shutdown-grace", "x", "--", "true"], "'x' is not"),

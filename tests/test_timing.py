@@ -759,3 +759,14 @@ async def test_a_stall_at_the_moment_of_a_cancel_gives_the_services_verdict_once
         assert verdict.reason is caught.value.reason is hb.cancel_reason
         winners.add(verdict.reason)
     assert winners == {CancelReason.REQUESTED}
+
+
+def test_the_timing_check_calls_each_value_by_the_name_it_is_given() -> None:
+    """A caller with other names for the values (a command line's options) gets errors
+    that use them; a value it gives no name keeps its own."""
+    names = {"interval": "--interval", "lease_timeout": "--lease-timeout"}
+    with pytest.raises(ValueError, match=r"^--interval must be a finite number"):
+        Timing.check(0, 300, None, names=names)
+    with pytest.raises(ValueError, match=r"^--lease-timeout \(100 s\) leaves no room") as caught:
+        Timing.check(60, 100, 40, names=names)
+    assert "more than --interval (60 s) plus call_timeout (40 s)" in str(caught.value)

@@ -1,20 +1,29 @@
-"""Argument types of the command line, shared by its commands and the emulator's."""
+"""Argument types of the command line, shared by its commands and the emulator's.
+
+A number of seconds is held to the library's own rule (`check_seconds`); argparse puts
+the option's name before the error.
+"""
 
 from __future__ import annotations
 
 import argparse
-import math
+
+from ._timing import check_seconds
+
+
+def number(text: str) -> float:
+    """A number of seconds, whatever its value: for an option checked once all are parsed."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
 
 
 def seconds(text: str, *, allow_zero: bool = False) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
-        bound = "0 seconds or more" if allow_zero else "more than 0 seconds"
-        raise argparse.ArgumentTypeError(f"{text!r} must be {bound}")
-    return value
+        return check_seconds(repr(text), number(text), allow_zero=allow_zero)
+    except ValueError as problem:
+        raise argparse.ArgumentTypeError(str(problem)) from None
 
 
 def positive_seconds(text: str) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+from collections.abc import Mapping
 
 #: The defaults of every heartbeat (`Heartbeat`, `run_with_heartbeat`, `TaskRunner`, the
 #: command line): a report a minute, as the service asks, and its 5-minute lease.
@@ -34,29 +35,40 @@ class Timing:
         lease_timeout: float,
         call_timeout: float | None,
         stall_timeout: float | None = None,
+        *,
+        names: Mapping[str, str] | None = None,
     ) -> Timing:
-        """Validate the options and fill in the default call timeout."""
-        interval = check_seconds("interval", interval)
-        lease_timeout = check_seconds("lease_timeout", lease_timeout)
+        """Validate the options and fill in the default call timeout.
+
+        ``names`` gives the name an error calls each parameter by, such as
+        ``{"interval": "--interval"}`` for a command line's options; by default its own.
+        """
+
+        def name(parameter: str) -> str:
+            return names.get(parameter, parameter) if names else parameter
+
+        interval = check_seconds(name("interval"), interval)
+        lease_timeout = check_seconds(name("lease_timeout"), lease_timeout)
         if lease_timeout <= interval:
             raise ValueError(
-                f"lease_timeout ({lease_timeout:g} s) must be greater than interval "
-                f"({interval:g} s): otherwise the lease runs out between two reports"
+                f"{name('lease_timeout')} ({lease_timeout:g} s) must be greater than "
+                f"{name('interval')} ({interval:g} s): otherwise the lease runs out between "
+                "two reports"
             )
         if call_timeout is None:
             # A report sent one interval after the last answered one, unanswered for this
             # long, still leaves as long again for the second attempt beside it.
             call_timeout = min(interval, (lease_timeout - interval) / 2)
-        call_timeout = check_seconds("call_timeout", call_timeout)
+        call_timeout = check_seconds(name("call_timeout"), call_timeout)
         if interval + call_timeout >= lease_timeout:
             raise ValueError(
-                f"lease_timeout ({lease_timeout:g} s) leaves no room for a second attempt "
-                f"after a slow answer: it must be more than interval ({interval:g} s) plus "
-                f"call_timeout ({call_timeout:g} s)"
+                f"{name('lease_timeout')} ({lease_timeout:g} s) leaves no room for a second "
+                f"attempt after a slow answer: it must be more than {name('interval')} "
+                f"({interval:g} s) plus {name('call_timeout')} ({call_timeout:g} s)"
             )
         # The watchdog is independent of the reports: any length works beside any interval.
         if stall_timeout is not None:
-            stall_timeout = check_seconds("stall_timeout", stall_timeout)
+            stall_timeout = check_seconds(name("stall_timeout"), stall_timeout)
         return cls(interval, lease_timeout, call_timeout, stall_timeout)
 
     @property
