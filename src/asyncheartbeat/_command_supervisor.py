@@ -97,8 +97,11 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.killpg(self.group, sig)
         for pid in _descendants(os.getpid()):
+            # Only what left the group: the group's own got the signal once already, and a
+            # second SIGTERM runs a command's trap twice.
             with contextlib.suppress(OSError):
-                os.kill(pid, sig)
+                if not self.group or os.getpgid(pid) != self.group:
+                    os.kill(pid, sig)
 
     def orphaned(self) -> None:
         """The worker is gone: stop everything on our own, SIGTERM then SIGKILL."""
