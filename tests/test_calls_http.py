@@ -274,3 +274,19 @@ async def test_the_verdict_names_the_lost_lease_not_a_cut_call(
     assert caught.value.reason is CancelReason.LEASE_LOST
     assert hb.last_success is not None
     assert 0.6 <= anyio.current_time() - hb.last_success < 0.6 + LATE
+
+
+async def test_a_fresh_clients_hung_first_call_gets_a_second_attempt_and_the_lease_is_kept(
+    dp: LocalDataPipeline, events: EventLog
+) -> None:
+    """A new client whose very first call (the acknowledgement) never answers: once its
+    session is built, a second attempt goes beside it, and the task keeps its lease."""
+    task_id = dp.add_task()
+    dp.inject(Fault.hang(), task_id=task_id, times=1)
+    async with make_client(dp) as fresh:
+        with anyio.fail_after(20):
+            async with Heartbeat(fresh, task_id, interval=0.5, lease_timeout=3) as hb:
+                await anyio.sleep(4)  # longer than the lease
+    assert hb.cancel_reason is None
+    assert [e.task_id for e in events.of(EventKind.HEDGED)][:1] == [task_id]
+    assert dp.attempt(task_id).status.value == "RUNNING"

@@ -178,6 +178,14 @@ class Admission:
         self.limit += 1
         return self.in_flight < self.capacity
 
+    def session_built(self) -> bool:
+        """Whether the client is warm: answered once, or its first call has been out for
+        `FIRST_CALL_ALONE` (its session is built by then), which opens the limit too."""
+        first = self._first_sent_at
+        if not self._warm and first is not None and current_time() >= first + FIRST_CALL_ALONE:
+            self.first_answer()
+        return self._warm
+
     def first_answer(self) -> None:
         """The client is warm: open up to the floor at once, and grow from there."""
         self._warm = True

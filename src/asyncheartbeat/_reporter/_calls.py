@@ -379,9 +379,9 @@ class Calls:
     def may_hedge(self) -> bool:
         """Whether a second attempt may be sent now: not while the client has no spare
         capacity (on a pool saturated by a slow service, it would take a place from a report
-        and lose leases; ask again later), nor before the client's first answer (a fresh
-        client's first call includes building its HTTP session)."""
-        return self.answered_once and self.admission.spare()
+        and lose leases; ask again later), nor while a fresh client's first call may still
+        be building its HTTP session (a hung first call gets one once it is built)."""
+        return self.admission.session_built() and self.admission.spare()
 
     def emit(self, event: Event) -> None:
         """Hand ``event`` to the global hooks, then to this client's. A hook that raises is

@@ -217,6 +217,7 @@ class Reporter:
             raise
         if (stop := verdict(outcome, lease, self._service.acknowledge_within)) is not None:
             self._conclude(lease, stop)
+            self._cut_calls(lease)  # a second attempt still out would hold the exit back
             await self._leave(lease)
             return
         logger.debug(
@@ -282,10 +283,7 @@ class Reporter:
                            f"{timeout:g} s: the block ended after its lease ran out"))  # fmt: skip
             report_last = False
         lease.stage = Stage.CLOSING
-        self._schedule.clear(lease)
-        for scope in (lease.report_scope, lease.waiting_hedge, *lease.hedge_scopes):
-            if scope is not None:
-                scope.cancel()
+        self._cut_calls(lease)
         try:
             if report_last:
                 while lease.tasks:  # the cut calls give their places back first
@@ -297,6 +295,13 @@ class Reporter:
                 Event(EventKind.ENDED, self._service.renew_operation, lease.task_id,
                       reason=lease.cancel_reason)
             )  # fmt: skip
+
+    def _cut_calls(self, lease: Lease) -> None:
+        """Stop ``lease``'s timers and cut its calls: the report's and its second attempts."""
+        self._schedule.clear(lease)
+        for scope in (lease.report_scope, lease.waiting_hedge, *lease.hedge_scopes):
+            if scope is not None:
+                scope.cancel()
 
     async def _leave(self, lease: Lease) -> None:
         """Let ``lease`` go; the last one out waits for the host to end, so that nothing of
