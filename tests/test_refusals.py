@@ -66,6 +66,50 @@ async def test_a_runner_call_refused_once_is_tried_again(
     assert dp.attempt(task_id).status.value == "FINISHED"
 
 
+EXPIRED = "error:ExpiredTokenException"
+
+
+async def refuse_for_a_moment(
+    dp: LocalDataPipeline, operation: str, task_id: str | None, blip: float
+) -> None:
+    """Refuse every ``operation`` call (of ``task_id``) from now until ``blip`` seconds after
+    the first was refused: a credential being refreshed, a clock being corrected."""
+    dp.inject(Fault.expired_token(), operation=operation, task_id=task_id, times=None)
+    await dp.wait_for_calls(
+        lambda calls: any(c.operation == operation and c.outcome == EXPIRED for c in calls)
+    )
+    await anyio.sleep(blip)
+    dp.clear_faults()
+
+
+async def test_a_report_refused_again_within_a_blip_is_not_final(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """Every report refused for 0.3 s: the retry waits long enough for the
+    credentials to come right, so the refusal is not taken as final and the lease is kept."""
+    task_id = dp.add_task()
+    with anyio.fail_after(10):
+        async with Heartbeat(client, task_id, interval=0.5, lease_timeout=3) as hb:
+            await refuse_for_a_moment(dp, "ReportTaskProgress", task_id, 0.3)
+            await dp.wait_for_calls(lambda calls: len(dp.reports(task_id)) >= 3)
+    assert hb.cancel_reason is None
+    assert [c.outcome for c in dp.calls if c.operation == "ReportTaskProgress"].count(EXPIRED) == 1
+
+
+# A status has a quarter of its lease's time left to wait (0.25 s here), a poll a second.
+@pytest.mark.parametrize(("operation", "blip"), [("PollForTask", 0.3), ("SetTaskStatus", 0.1)])
+async def test_a_runner_call_refused_again_within_a_blip_is_tried_later(
+    dp: LocalDataPipeline, client: Any, operation: str, blip: float
+) -> None:
+    """Every poll, or every SetTaskStatus, refused for a moment: the next try comes after
+    it, and the task runs and is reported FINISHED."""
+    dp.add_pipeline(worker_group="wg")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(refuse_for_a_moment, dp, operation, None, blip)
+        task_id = await run_one_task(client)
+    assert dp.attempt(task_id).status.value == "FINISHED"
+
+
 async def test_a_throttled_report_waits_as_long_as_the_service_says() -> None:
     """A throttled answer's x-amz-retry-after (1.5 s here, where the client's own rate would
     try again sooner) holds the report back that long, and no longer than needed."""

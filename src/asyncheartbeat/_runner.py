@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import math
 import socket
 import sys
 import traceback
@@ -24,6 +25,7 @@ from ._heartbeat import Heartbeat, NotAsyncError, call_async, run_under
 from ._log import fields, one_line
 from ._model import member_shape
 from ._reporter import Reporter
+from ._reporter._calls import refusal_recheck
 from ._reporter._lease import Stage
 from ._reporting_thread import InThread, ReportingThread
 from ._service import Answered, Final, Transient
@@ -273,6 +275,8 @@ class TaskRunner:
         self._waiting: anyio.CancelScope | None = None  # a poll or a pause, which stop() ends
         self._started = False
         self._refusal: BaseException | None = None
+        #: The next poll waits at least this long: a refused poll's recheck.
+        self._recheck_poll_after = 0.0
         self._not_async: NotAsyncError | None = None  # a handler that returned no awaitable
         # What ends run() with an exception of its own after the grace: a handler's
         # SystemExit, or a call that raised (never a group).
@@ -365,7 +369,8 @@ class TaskRunner:
                         self._slots.release()
                 if task_object is None and not self._stopping:
                     quiet += 1
-                    await anyio.sleep(jittered_backoff(quiet, start=0.25, cap=self._max_poll_pause))
+                    pause = jittered_backoff(quiet, start=0.25, cap=self._max_poll_pause)
+                    await anyio.sleep(max(pause, self._recheck_poll_after))
             self._waiting = None
             if self._refusal is not None:
                 return
@@ -391,6 +396,8 @@ class TaskRunner:
         if self._instance_identity:
             params["instanceIdentity"] = self._instance_identity
         result = await self.reporter.calls.long_call("PollForTask", params)
+        self._recheck_poll_after = refusal_recheck(result, math.inf) if isinstance(
+            result, Transient) else 0.0  # fmt: skip
         if isinstance(result, Answered):
             task_object: Mapping[str, Any] | None = result.response.get("taskObject") or None
             return task_object

@@ -58,6 +58,19 @@ Watch = Callable[[anyio.CancelScope | None, float], object]
 
 _NO_TURN = "the deadline passed before the call could be sent"
 
+#: A refused call is tried again no sooner than this, in seconds (or a quarter of the time
+#: it has left, if less): a credential refreshed or a clock corrected meanwhile is then
+#: answered, where a retry a few ms later would meet the same refusal and make it final. A
+#: key wrong for good is final after about this long.
+REFUSAL_RECHECK = 1.0
+
+
+def refusal_recheck(result: Transient | Final, time_left: float) -> float:
+    """How long to wait at least before retrying ``result``: 0 unless it was a refusal."""
+    if not isinstance(result, Transient) or result.refusal is None:
+        return 0.0
+    return max(0.0, min(REFUSAL_RECHECK, time_left / 4))
+
 
 def confirm_refusal(
     result: Transient | Final, before: Transient | Final | None
@@ -155,8 +168,9 @@ class Calls:
             # A call cut short by the deadline says nothing new about why calls fail.
             if not (result.cut is Cut.DEADLINE and now >= limit and last is not None):
                 last = result
-            delay = jittered_backoff(
-                failures, start=backoff_start, cap=backoff_cap, rng=self.random
+            delay = max(
+                jittered_backoff(failures, start=backoff_start, cap=backoff_cap, rng=self.random),
+                refusal_recheck(result, limit - now),
             )
             kind = EventKind.RETRIED if now + delay < limit else EventKind.FAILED
             if now < limit:
