@@ -135,3 +135,23 @@ async def test_worker_stops_what_left_the_commands_session_before_reporting(
     assert status == 0, err
     [attempt] = dp.service.handed_out.values()
     assert attempt.status.value == "FINISHED"
+
+
+async def test_a_sigkilled_runs_command_is_gone_by_its_lease_end_however_long_the_grace(
+    dp: LocalDataPipeline,
+) -> None:
+    """`run` SIGKILLed while its command ignores SIGTERM, with --grace far longer than the
+    lease: the command is killed as the lease ends, not after the grace, so that it never
+    runs beside the copy the service hands out next."""
+    marker, env = marked()
+    task_id = dp.add_task()
+    script = "trap '' TERM; echo ready; while :; do sleep 0.05; done"
+    argv = command(dp, "run", "--task-id", task_id, "--interval", "0.2", "--lease-timeout",
+                   "2", "--grace", "60", "--", "sh", "-c", script)  # fmt: skip
+    process = await start_marked(argv, env)
+    await wait_for_output(process, "ready\n")
+    await dp.wait_for_calls(lambda _: len(dp.reports(task_id)) >= 2)
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+    await process.aclose()
+    await until_true(lambda: not task_processes(marker, besides=process.pid), seconds=15)

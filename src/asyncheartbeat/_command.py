@@ -43,6 +43,9 @@ OUTPUT_DRAIN = 1.0
 GROUP_GONE_AFTER_KILL = 5.0
 #: The script that starts a command and stops all of it (`_command_supervisor`).
 SUPERVISOR = Path(__file__).with_name("_command_supervisor.py")
+#: An orphaned command is gone this long (at most a tenth of the lease) before the lease
+#: ends, when the service may hand its task out again.
+LEASE_END_MARGIN = 1.0
 #: The longest line of the command's output read for a progress field; a longer one passes
 #: through in pieces, unread.
 MAX_LINE = 64 * 1024
@@ -130,10 +133,13 @@ async def run_command(
         supervisor.command_pid = int(started.split()[1])
         async with anyio.create_task_group() as tg:
             tg.start_soon(read_output)
+            telling = anyio.CancelScope()
+            tg.start_soon(supervisor.tell_lease_end, heartbeat, telling)
             try:
                 exited = await supervisor.line()
                 status = int(exited.split()[1]) if exited else None
             finally:
+                telling.cancel()
                 # Cancelled, or ended by itself: what is left of it goes too, so that a
                 # child it left behind (`sleep 60 &`, `setsid sleep 60 &`) does not
                 # outlive the task.
@@ -210,6 +216,22 @@ class _Supervisor:
             self._buffer += data
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line.decode()
+
+    async def tell_lease_end(self, heartbeat: Heartbeat, scope: anyio.CancelScope) -> None:
+        """Keep the supervisor told when the task's lease ends (less a margin for its
+        processes to be gone), until ``scope`` is cancelled: if this process dies, it stops
+        the command by then, since the service hands the task out again and its work must
+        not run twice at once."""
+        lease, told = heartbeat._lease, None
+        timing = lease.timing
+        with scope:
+            while True:
+                if lease.last_success is not None and lease.last_success != told:
+                    told = lease.last_success
+                    # Our clock is time.monotonic() (asyncio's, and a ReportingThread's).
+                    margin = min(LEASE_END_MARGIN, timing.lease_timeout / 10)
+                    self._tell(f"E{lease.lease_end() - margin!r}\n".encode())
+                await anyio.sleep(timing.interval)
 
     def _tell(self, move: bytes) -> None:
         with contextlib.suppress(OSError):  # it has exited already

@@ -12,9 +12,13 @@ closes when the worker dies, even by SIGKILL.
 
 What it says on the socket (one line each): ``started PID`` or ``error ERRNO``, then
 ``exited STATUS`` (128 + N for signal N) when CMD ended. What it reads: ``T``: SIGTERM
-everything of the task now; ``K``: SIGKILL everything, again until nothing is left. At
-end of file, or on SIGTERM, SIGHUP or SIGINT, it does both on its own, ``GRACE`` seconds
-apart. It exits, with CMD's status, once CMD and everything it left are gone.
+everything of the task now; ``K``: SIGKILL everything, again until nothing is left;
+``E<seconds>`` (a line): the ``time.monotonic()`` time by which all of it must be gone if
+the worker dies, as the task's lease ends then and the service hands the task out again
+(``CLOCK_MONOTONIC`` is one clock for every process of the host). At end of file, or on
+SIGTERM, SIGHUP or SIGINT, it does both on its own, ``GRACE`` seconds apart, or sooner if
+the lease ends sooner: the task's work must never run twice at once. It exits, with CMD's
+status, once CMD and everything it left are gone.
 """
 
 from __future__ import annotations
@@ -83,6 +87,9 @@ class Supervisor:
         self.parent_gone = False
         self.kill_at: float | None = None  # when SIGKILL is due, once the parent is gone
         self.killing = False
+        #: When all of it must be gone if the worker dies (its lease ends): None if untold.
+        self.end_by: float | None = None
+        self._unread = b""
 
     def say(self, line: str) -> None:
         if self.parent_gone:
@@ -110,6 +117,8 @@ class Supervisor:
         self.parent_gone = True
         self.signal_all(signal.SIGTERM)
         self.kill_at = time.monotonic() + self.grace
+        if self.end_by is not None:
+            self.kill_at = min(self.kill_at, self.end_by)
 
     def reap(self) -> bool:
         """Reap what ended; whether we have no children left."""
@@ -189,6 +198,12 @@ class Supervisor:
         if not data:
             self.orphaned()
             return
+        # T and K are single bytes; an E line may come in pieces.
+        lines = (self._unread + data.replace(b"T", b"").replace(b"K", b"")).split(b"\n")
+        self._unread = lines.pop()
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                self.end_by = float(line.removeprefix(b"E"))
         if b"T" in data:
             self.signal_all(signal.SIGTERM)
         if b"K" in data:
