@@ -396,8 +396,7 @@ class TaskRunner:
         if self._instance_identity:
             params["instanceIdentity"] = self._instance_identity
         result = await self.reporter.calls.long_call("PollForTask", params)
-        self._recheck_poll_after = refusal_recheck(result, math.inf) if isinstance(
-            result, Transient) else 0.0  # fmt: skip
+        self._recheck_poll_after = refusal_recheck(result, math.inf)
         if isinstance(result, Answered):
             task_object: Mapping[str, Any] | None = result.response.get("taskObject") or None
             return task_object
@@ -476,12 +475,11 @@ class TaskRunner:
             if heartbeat.cancel_reason is not None:
                 raise
             false = isinstance(error, PreconditionFalse)
-            ended = _HandlerEnd("FALSE" if false else "FAILED", "false" if false else "failed",
-                                error)  # fmt: skip
+            ended = _HandlerEnd("FALSE" if false else "FAILED", error)
         else:
             if heartbeat.cancel_reason is not None:
                 return  # leaving the heartbeat raises TaskStopped
-            ended = _HandlerEnd("FINISHED", "finished", None)
+            ended = _HandlerEnd("FINISHED", None)
         if not await heartbeat._status_follows():
             return  # leaving the heartbeat raises TaskStopped: the lease ran out
         run.ended = ended
@@ -510,7 +508,7 @@ class TaskRunner:
             # the handler's cleanup raised afterwards.
             self._emit(run.event("cancelled", reason=heartbeat.cancel_reason, error=error))
         else:  # the heartbeat itself failed (HeartbeatError): the task is still ours
-            await self._report_left(run, _HandlerEnd("FAILED", "failed", error))
+            await self._report_left(run, _HandlerEnd("FAILED", error))
 
     async def _report_left(
         self, run: _TaskRun, ended: _HandlerEnd, *, fields: dict[str, str] | None = None
@@ -528,7 +526,7 @@ class TaskRunner:
     async def _fail_stalled(self, run: _TaskRun, error: Exception | None) -> None:
         # Still ours, unlike every other reason: FAILED, so that the service retries it.
         assert self._timing.stall_timeout is not None
-        ended = _HandlerEnd("FAILED", "failed", error, reason=CancelReason.STALLED)
+        ended = _HandlerEnd("FAILED", error, reason=CancelReason.STALLED)
         if run.stall_watch is not None and (outcome := await run.stall_watch.result()) is not None:
             if isinstance(outcome, Exception):  # raised rather than failed
                 self._fail(outcome)
@@ -865,22 +863,31 @@ def _fit(value: str, member: str, *, keep_end: bool = False) -> str:
 StallWatch = InThread[Literal[True] | Transient | Final | Exception | None]
 
 
+_ENDED_KIND: dict[str, TaskEventKind] = {
+    "FINISHED": "finished",
+    "FALSE": "false",
+    "FAILED": "failed",
+}
+
+
 @dataclasses.dataclass
 class _HandlerEnd:
     """How a handler ended, the status that says so, and how that status fared."""
 
-    status: str
-    kind: TaskEventKind
+    status: Literal["FINISHED", "FALSE", "FAILED"]
     error: Exception | None
     reason: CancelReason | None = None
     outcome: Literal[True] | Transient | Final | None = None
 
     def fields(self) -> dict[str, str]:
         """The status's error fields: a FAILED one says what was raised."""
-        return _error_fields(self.error) if self.status == "FAILED" and self.error else {}
+        if self.status != "FAILED" or self.error is None:
+            return {}
+        return _error_fields(self.error)
 
     def event(self, run: _TaskRun) -> TaskEvent:
-        return run.event(self.kind, reason=self.reason, error=self.error)
+        """The event for its status landed (``_emit_ended`` makes it unreported if not)."""
+        return run.event(_ENDED_KIND[self.status], reason=self.reason, error=self.error)
 
 
 @dataclasses.dataclass

@@ -65,7 +65,7 @@ _NO_TURN = "the deadline passed before the call could be sent"
 REFUSAL_RECHECK = 1.0
 
 
-def refusal_recheck(result: Transient | Final, time_left: float) -> float:
+def refusal_recheck(result: Outcome, time_left: float) -> float:
     """How long to wait at least before retrying ``result``: 0 unless it was a refusal."""
     if not isinstance(result, Transient) or result.refusal is None:
         return 0.0
