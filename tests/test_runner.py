@@ -356,7 +356,9 @@ async def test_a_status_throttled_for_longer_than_a_lease_lands_while_the_report
     dp: LocalDataPipeline, client: Any
 ) -> None:
     """SetTaskStatus throttled for two leases after the handler returned: the heartbeat
-    keeps reporting, so the service never times the attempt out, and FINISHED lands."""
+    keeps reporting, so the service never times the attempt out, and FINISHED lands; the
+    throttled status is retried at the client's learned rate, not in bursts before each
+    lease end."""
     dp.inject(Fault.error("ThrottlingException"), operation="SetTaskStatus", times=None)
     dp.add_pipeline(worker_group=WORKER_GROUP)
     runner, events = make_runner(client, do_nothing)
@@ -369,6 +371,8 @@ async def test_a_status_throttled_for_longer_than_a_lease_lands_while_the_report
         await dp.wait_for_calls(throttled_for_two_leases)
         task_id = events.of("started")[0].task.task_id
         assert dp.attempt(task_id).status.value == "RUNNING", "the reports held the lease"
+        tries = [c for c in dp.calls if c.operation == "SetTaskStatus"]
+        assert len(tries) <= 12, f"{len(tries)} tries in two leases"  # bursts made 30
         dp.clear_faults()
         await events.wait_for("finished")
 
@@ -377,6 +381,21 @@ async def test_a_status_throttled_for_longer_than_a_lease_lands_while_the_report
     assert statuses(dp, task_id)[-1] == "FINISHED"
     assert dp.attempt(task_id).status.value == "FINISHED"
     assert not events.of("unreported")
+
+
+async def test_a_status_still_throttled_when_the_runners_grace_ends_is_unreported(
+    dp: LocalDataPipeline, client: Any
+) -> None:
+    """The runner stopped while a finished task's status is throttled: once its grace ends,
+    the task's event is "unreported" (its work was done), not "cancelled"."""
+    dp.inject(Fault.error("ThrottlingException"), operation="SetTaskStatus", times=None)
+    dp.add_pipeline(worker_group=WORKER_GROUP)
+    runner, events = make_runner(client, do_nothing, shutdown_grace=0.5)
+
+    await until(runner, lambda: dp.wait_for_calls(
+        lambda calls: any(c.operation == "SetTaskStatus" for c in calls)))  # fmt: skip
+    assert [e.kind for e in events.seen] == ["started", "unreported"]
+    assert dp.attempt(events.seen[0].task.task_id).status.value == "RUNNING"
 
 
 async def test_no_more_tasks_run_at_once_than_concurrency_allows(

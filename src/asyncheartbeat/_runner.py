@@ -450,7 +450,11 @@ class TaskRunner:
             else:
                 await self._after_heartbeat(run, None)
         except anyio.get_cancelled_exc_class():
-            self._emit(run.event("cancelled"))
+            if run.ended is None:
+                self._emit(run.event("cancelled"))
+            else:  # the runner's grace ran out while its status was being sent
+                self._emit_ended(run.ended.event(run), run.ended.outcome or Transient(
+                    "the runner stopped before the status landed"))  # fmt: skip
             raise
         except BaseException as error:
             # SystemExit, KeyboardInterrupt or GeneratorExit from the handler: a graceful
@@ -483,12 +487,13 @@ class TaskRunner:
         if not await heartbeat._status_follows():
             return  # leaving the heartbeat raises TaskStopped: the lease ran out
         run.ended = ended
-        lease = heartbeat._lease
+        # Not bounded by the lease: the heartbeat's verdict cuts the status when the lease
+        # is lost. Counted to the lease end, a throttled status would turn urgent before
+        # each one and retry in bursts, and a refusal would be rechecked too soon.
         give_up_at = self.reporter.clock() + STATUS_LEASES * self._timing.lease_timeout
         run.ended.outcome = await self._set_status(
-            heartbeat.task_id, run.ended.status, lambda: min(give_up_at, lease.lease_end()),
-            **run.ended.fields(),
-        )  # fmt: skip
+            heartbeat.task_id, run.ended.status, give_up_at, **run.ended.fields()
+        )
 
     async def _after_heartbeat(self, run: _TaskRun, error: Exception | None) -> None:
         """The task's last event, once its heartbeat was left, raising ``error`` or not
