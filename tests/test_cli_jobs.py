@@ -111,7 +111,7 @@ signal.set_wakeup_fd(write)  # one byte per signal delivered, however close toge
 signal.signal(signal.SIGTERM, lambda *_: None)
 print("ready", flush=True)
 os.read(read, 1)
-time.sleep(0.5)
+time.sleep(0.5)  # a second signal came ms after the first; none must come: nothing to wait on
 os.set_blocking(read, False)
 try:
     more = len(os.read(read, 64))

@@ -70,7 +70,8 @@ def add_common(command: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     timing.add_argument(
         "--grace", type=seconds_or_zero, default=10.0, metavar="SECONDS",
-        help="after SIGTERM, wait this long before SIGKILL (default: 10)",
+        help="after SIGTERM, wait this long before SIGKILL (default: 10); if the worker "
+        "dies, no later than the task's lease ends",
     )  # fmt: skip
     command.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
