@@ -145,7 +145,10 @@ async def test_a_slow_call_does_not_push_the_schedule_back(
             await dp.wait_for_reports(task_id, 6)
     sent = recording.answered(task_id)
     offsets = [at - sent[0] - k * 0.1 for k, at in enumerate(sent[:6])]
-    assert all(0 <= offset < 0.03 for offset in offsets), offsets
+    # Pushed back, each would be 0.07 s (a slow answer) later than the last; the grid is
+    # anchored as the acknowledgement goes on the wire, a few ms from where this records
+    # it, either way on a loaded CPU.
+    assert all(-0.02 <= offset < 0.05 for offset in offsets), offsets
 
 
 # 3. Cancel on request ---------------------------------------------------------------------
