@@ -87,3 +87,19 @@ def percentile(values: list[float], share: float) -> float:
     """The value below which ``share`` of ``values`` lie (nearest rank)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def attempt_statuses(dp: EmulatorProcess, task_ids: list[str]) -> dict[str, str]:
+    """Each task's attempt status, as the emulator has it now."""
+    statuses: dict[str, str] = {}
+    limit = anyio.Semaphore(20)
+
+    async def read(task_id: str) -> None:
+        async with limit:
+            fields = (await dp.attempt(task_id))["fields"]
+        statuses[task_id] = next(f["stringValue"] for f in fields if f["key"] == "@status")
+
+    async with anyio.create_task_group() as tg:
+        for task_id in task_ids:
+            tg.start_soon(read, task_id)
+    return statuses

@@ -51,7 +51,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-from _client import add_tasks, percentile
+from _client import add_tasks, attempt_statuses, percentile
 from aiobotocore.session import get_session
 
 from asyncheartbeat import Heartbeat, Reporter, TaskStopped, client_config
@@ -175,22 +175,6 @@ async def heartbeat(layer: Reporter, task_id: str, run: Run, verdicts: dict[str,
             await anyio.sleep_forever()
     except TaskStopped as stopped:
         verdicts[task_id] = stopped.reason.value
-
-
-async def attempt_statuses(dp: EmulatorProcess, task_ids: list[str]) -> dict[str, str]:
-    """Each task's attempt status, as the emulator has it now."""
-    statuses: dict[str, str] = {}
-    limit = anyio.Semaphore(20)
-
-    async def read(task_id: str) -> None:
-        async with limit:
-            fields = (await dp.attempt(task_id))["fields"]
-        statuses[task_id] = next(f["stringValue"] for f in fields if f["key"] == "@status")
-
-    async with anyio.create_task_group() as tg:
-        for task_id in task_ids:
-            tg.start_soon(read, task_id)
-    return statuses
 
 
 async def sample(layer: Reporter, samples: list[tuple[int, int, int]]) -> None:

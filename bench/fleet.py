@@ -54,7 +54,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from _client import add_tasks, bench_client
+from _client import add_tasks, attempt_statuses, bench_client
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from asyncheartbeat import CancelReason, Heartbeat, TaskStopped
@@ -187,22 +187,6 @@ async def stop(process: anyio.abc.Process) -> None:
         await process.aclose()
 
 
-async def statuses(dp: EmulatorProcess, task_ids: list[str]) -> dict[str, str]:
-    """Each task's attempt status, as the emulator has it now."""
-    found: dict[str, str] = {}
-    limit = anyio.Semaphore(20)
-
-    async def read(task_id: str) -> None:
-        async with limit:
-            fields = (await dp.attempt(task_id))["fields"]
-        found[task_id] = next(f["stringValue"] for f in fields if f["key"] == "@status")
-
-    async with anyio.create_task_group() as tg:
-        for task_id in task_ids:
-            tg.start_soon(read, task_id)
-    return found
-
-
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """One side of one cell, its times already sped up."""
@@ -262,7 +246,7 @@ async def fleet(plan: Plan) -> Outcome:
             async def hold_until_now(member: Member) -> None:
                 # Read back while its tasks still report: a lease kept shows RUNNING.
                 member.held_until = time.monotonic()
-                member.statuses = await statuses(dp, member.task_ids)
+                member.statuses = await attempt_statuses(dp, member.task_ids)
 
             begin = time.monotonic()
             for i, (member, count) in enumerate(zip(first, plan.shares(), strict=True)):
