@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import pytest
 
@@ -102,6 +103,26 @@ async def test_a_fleet_sharing_one_account_keeps_every_lease_as_workers_join_and
     assert min(fleet.margins) > 0
 
 
+def start_heartbeats(
+    tg: anyio.abc.TaskGroup,
+    reporter: Reporter,
+    count: int,
+    *,
+    interval: float,
+    lease_timeout: float,
+    seconds: float,
+) -> None:
+    """Start ``count`` heartbeats (``task-0``, ``task-1``, ...) on ``reporter`` in ``tg``,
+    each around a body that sleeps ``seconds``."""
+
+    async def job(n: int) -> None:
+        async with Heartbeat(reporter, f"task-{n}", interval=interval, lease_timeout=lease_timeout):
+            await anyio.sleep(seconds)
+
+    for n in range(count):
+        tg.start_soon(job, n)
+
+
 async def test_throttled_reports_stretch_towards_the_lease_and_come_back_to_the_interval(
     events: EventLog,
 ) -> None:
@@ -121,13 +142,8 @@ async def test_throttled_reports_stretch_towards_the_lease_and_come_back_to_the_
             found += [b - a for a, b in itertools.pairwise(t for t in times if since <= t < until)]
         return found
 
-    async def job(n: int) -> None:
-        async with Heartbeat(reporter, f"task-{n}", interval=interval, lease_timeout=lease):
-            await anyio.sleep(900)
-
     async with anyio.create_task_group() as tg:
-        for n in range(100):
-            tg.start_soon(job, n)
+        start_heartbeats(tg, reporter, 100, interval=interval, lease_timeout=lease, seconds=900)
         await anyio.sleep(100)
         seen = len(events)
         await anyio.sleep(200)
@@ -150,13 +166,8 @@ async def test_without_throttling_reports_go_once_per_interval() -> None:
     client = MockClient(max_pool_connections=50)
     reporter = Reporter(client)
 
-    async def job(n: int) -> None:
-        async with Heartbeat(reporter, f"task-{n}", interval=4, lease_timeout=25):
-            await anyio.sleep(100)
-
     async with anyio.create_task_group() as tg:
-        for n in range(50):
-            tg.start_soon(job, n)
+        start_heartbeats(tg, reporter, 50, interval=4, lease_timeout=25, seconds=100)
     times = [c.received_at for c in client.calls if c.task_id == "task-7"]
     gaps = [round(b - a, 9) for a, b in itertools.pairwise(times)]
     assert len(gaps) >= 24
@@ -170,13 +181,8 @@ async def test_the_first_throttled_report_slows_the_client_to_what_its_leases_ne
     heartbeat, the least that keeps every lease, and finds its share from there."""
     reporter = Reporter(MockClient(throttled_once_at(8), max_pool_connections=50))
 
-    async def job(n: int) -> None:
-        async with Heartbeat(reporter, f"task-{n}", interval=4, lease_timeout=25):
-            await anyio.sleep(20)
-
     async with anyio.create_task_group() as tg:
-        for n in range(100):
-            tg.start_soon(job, n)
+        start_heartbeats(tg, reporter, 100, interval=4, lease_timeout=25, seconds=20)
     [throttled] = events.of(EventKind.THROTTLED)
     assert throttled.rate == pytest.approx(LEASE_MARGIN * 100 / 25)
 
@@ -186,13 +192,9 @@ async def test_the_rate_grows_back_only_while_the_client_asks_for_more() -> None
     ask for, and no further: a rate above it would hold nothing back from a later surge."""
     reporter = Reporter(MockClient(throttled_once_at(20), max_pool_connections=50))
 
-    async def job(n: int) -> None:
-        async with Heartbeat(reporter, f"task-{n}", interval=10, lease_timeout=25):
-            await anyio.sleep(290)
-
     async with anyio.create_task_group() as tg:
-        for n in range(100):  # 10 reports/s asked, from a floor of 4.8 once throttled
-            tg.start_soon(job, n)
+        # 10 reports/s asked, from a floor of 4.8 once throttled
+        start_heartbeats(tg, reporter, 100, interval=10, lease_timeout=25, seconds=290)
         await anyio.sleep(280)
         rate = reporter.rate(REPORT)
     assert rate is not None
