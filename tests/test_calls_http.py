@@ -87,7 +87,8 @@ async def test_a_throttling_service_slows_the_whole_client_and_every_lease_is_ke
 async def test_three_clients_sharing_one_accounts_limit_keep_every_lease() -> None:
     """Three clients, 48 heartbeats each, that ask 10 times what the local Data Pipeline's
     ReportTaskProgress limit answers (capacity ÷ need 1.25): every lease is held to the end,
-    and at most a quarter of the answers are throttles."""
+    the join costs less than one throttle per heartbeat, and once every task has been
+    acknowledged, almost no answer is a throttle."""
     lease = 6.0
     limits = {"ReportTaskProgress": RateLimit(30, burst=30)}  # 144 tasks need 24/s
     async with LocalDataPipeline(rate_limits=limits, ack_timeout=lease, report_timeout=lease) as dp:
@@ -114,11 +115,22 @@ async def test_three_clients_sharing_one_accounts_limit_keep_every_lease() -> No
             async with anyio.create_task_group() as tg:
                 for k in range(3):
                     tg.start_soon(worker, task_ids[k::3])
-        outcomes = [c.outcome for c in dp.calls if c.operation == "ReportTaskProgress"]
+        reports = [c for c in dp.calls if c.operation == "ReportTaskProgress"]
     assert stopped == []
     assert sorted(held) == sorted(task_ids)
-    throttled, answered = outcomes.count("error:ThrottlingException"), outcomes.count("answered")
-    assert throttled <= 0.25 * answered, (throttled, answered)
+    # 144 fresh heartbeats acknowledging at once meet a burst of 30 whatever the client
+    # does; what pacing promises is that the clients then stop asking for more than the
+    # account answers.
+    first_answered: dict[str, float] = {}
+    for call in reports:
+        if call.outcome == "answered":
+            first_answered.setdefault(call.params["taskId"], call.received_at)
+    all_acknowledged = max(first_answered.values())
+    throttles = [c for c in reports if c.outcome == "error:ThrottlingException"]
+    assert len(throttles) < len(task_ids), len(throttles)
+    after = [c.outcome for c in reports if c.received_at > all_acknowledged]
+    throttled_after = after.count("error:ThrottlingException")
+    assert throttled_after <= 0.05 * after.count("answered"), (throttled_after, len(after))
 
 
 async def test_a_big_pool_on_a_busy_loop_keeps_every_lease(dp: LocalDataPipeline) -> None:
