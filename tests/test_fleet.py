@@ -4,6 +4,7 @@ in-memory clients (over HTTP: test_calls_http.py)."""
 
 from __future__ import annotations
 
+import collections
 import itertools
 import random
 import statistics
@@ -136,11 +137,11 @@ async def test_throttled_reports_stretch_towards_the_lease_and_come_back_to_the_
     reporter = Reporter(client, random_source=random.Random(1))
 
     def gaps(since: float, until: float) -> list[float]:
-        found: list[float] = []
-        for n in range(100):
-            times = [c.received_at for c in client.calls if c.task_id == f"task-{n}"]
-            found += [b - a for a, b in itertools.pairwise(t for t in times if since <= t < until)]
-        return found
+        times: dict[str, list[float]] = collections.defaultdict(list)
+        for call in client.calls:
+            if since <= call.received_at < until:
+                times[call.task_id].append(call.received_at)
+        return [b - a for each in times.values() for a, b in itertools.pairwise(each)]
 
     async with anyio.create_task_group() as tg:
         start_heartbeats(tg, reporter, 100, interval=interval, lease_timeout=lease, seconds=900)
