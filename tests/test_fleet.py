@@ -137,7 +137,7 @@ async def test_throttled_reports_stretch_towards_the_lease_and_come_back_to_the_
     reporter = Reporter(client, random_source=random.Random(1))
 
     def gaps(since: float, until: float) -> list[float]:
-        times: dict[str, list[float]] = collections.defaultdict(list)
+        times: dict[str | None, list[float]] = collections.defaultdict(list)
         for call in client.calls:
             if since <= call.received_at < until:
                 times[call.task_id].append(call.received_at)
