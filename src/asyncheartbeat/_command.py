@@ -224,12 +224,12 @@ class _Supervisor:
         not run twice at once."""
         lease, told = heartbeat._lease, None
         timing = lease.timing
+        margin = min(LEASE_END_MARGIN, timing.lease_timeout / 10)
         with scope:
             while True:
                 if lease.last_success is not None and lease.last_success != told:
                     told = lease.last_success
                     # Our clock is time.monotonic() (asyncio's, and a ReportingThread's).
-                    margin = min(LEASE_END_MARGIN, timing.lease_timeout / 10)
                     self._tell(f"E{lease.lease_end() - margin!r}\n".encode())
                 await anyio.sleep(timing.interval)
 
